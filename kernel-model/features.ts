@@ -1,0 +1,5 @@
+// The kernel-model's optional features, one line each (ioeventfd, irqfd, ioregionfd plug in here).
+
+import type { KvmFeature } from './kvm';
+
+export const FEATURES: KvmFeature[] = [];

@@ -1,0 +1,79 @@
+// The system fd ("/dev/kvm"): API version, capabilities, VM creation; the kernel-model's lifetime.
+
+import * as os from 'os';
+import { EINVAL } from '../proto/errno';
+import {
+  KVM_API_VERSION, KVM_CAP_CHECK_EXTENSION_VM, KVM_CAP_ENABLE_CAP_VM, KVM_CAP_HLT, KVM_CAP_IMMEDIATE_EXIT,
+  KVM_CAP_MAX_VCPU_ID, KVM_CAP_MAX_VCPUS, KVM_CAP_NR_MEMSLOTS, KVM_CAP_NR_VCPUS, KVM_CAP_READONLY_MEM,
+  KVM_CAP_USER_MEMORY, KVM_CHECK_EXTENSION, KVM_CREATE_VM, KVM_GET_API_VERSION, KVM_GET_VCPU_MMAP_SIZE,
+  KVM_MAX_VCPU_IDS, KVM_MAX_VCPUS, KVM_USER_MEM_SLOTS, KVM_VCPU_MMAP_SIZE,
+} from '../proto/kvm-uapi';
+import { socketpair } from '../proto/os';
+import { fail, Handler, SocketServer } from './server';
+import { Vm, VmFeature } from './vm';
+
+/** Model options a user may change (the RFC never fixed its numbers). */
+export interface KvmOptions {
+  /** KVM_CAP_IOREGIONFD's number: 191 in the RFC, 195 / 206 in other trees. */
+  ioregionfdCap: number;
+  /** KVM_SET_IOREGION's ioctl number (0x4040AE49 in the RFC). */
+  setIoregionIoctl: number;
+}
+
+/** A feature may add capabilities (cap number -> value) besides its VM hooks. */
+export interface KvmFeature extends VmFeature {
+  caps?: (opts: KvmOptions) => Record<number, number>;
+}
+
+export class KvmSystem {
+  private readonly vms = new Set<Vm>();
+  private readonly caps: Map<number, number>;
+  private readonly server: SocketServer;
+
+  constructor(fd: number, private readonly features: KvmFeature[], opts: KvmOptions, private readonly onExit: () => void) {
+    this.caps = new Map<number, number>([
+      [KVM_CAP_USER_MEMORY, 1],
+      [KVM_CAP_HLT, 1],
+      [KVM_CAP_NR_VCPUS, Math.min(os.cpus().length, KVM_MAX_VCPUS)],
+      [KVM_CAP_MAX_VCPUS, KVM_MAX_VCPUS],
+      [KVM_CAP_MAX_VCPU_ID, KVM_MAX_VCPU_IDS],
+      [KVM_CAP_NR_MEMSLOTS, KVM_USER_MEM_SLOTS],
+      [KVM_CAP_READONLY_MEM, 1],
+      [KVM_CAP_IMMEDIATE_EXIT, 1],
+      [KVM_CAP_ENABLE_CAP_VM, 1],
+      [KVM_CAP_CHECK_EXTENSION_VM, 1],
+    ]);
+    for (const f of features) for (const [cap, v] of Object.entries(f.caps?.(opts) ?? {})) this.caps.set(Number(cap), v);
+    this.server = new SocketServer(fd, this.handle, () => void this.shutdown());
+  }
+
+  checkExtension = (cap: bigint): number => (cap > 0xffffffffn ? 0 : (this.caps.get(Number(cap)) ?? 0));
+
+  private readonly handle: Handler = (req) => {
+    switch (req.request) {
+      case KVM_GET_API_VERSION:
+        if (req.arg) throw fail(EINVAL, `KVM_GET_API_VERSION takes no argument, got ${req.arg}`);
+        return { ret: KVM_API_VERSION };
+      case KVM_CHECK_EXTENSION:
+        return { ret: this.checkExtension(req.arg) };
+      case KVM_GET_VCPU_MMAP_SIZE:
+        if (req.arg) throw fail(EINVAL, `KVM_GET_VCPU_MMAP_SIZE takes no argument, got ${req.arg}`);
+        return { ret: KVM_VCPU_MMAP_SIZE };
+      case KVM_CREATE_VM: {
+        if (req.arg !== 0n) throw fail(EINVAL, `VM type ${req.arg} is not supported (only 0, KVM_X86_DEFAULT_VM)`);
+        const [ours, theirs] = socketpair('seqpacket');
+        this.vms.add(new Vm(ours, this.features, this.checkExtension, (vm) => this.vms.delete(vm)));
+        return { ret: 0, fds: [theirs] };
+      }
+      default:
+        // x86's kvm_arch_dev_ioctl answers unknown system ioctls with EINVAL (measured on a real /dev/kvm).
+        throw fail(EINVAL, `unknown system ioctl 0x${req.request.toString(16)}`);
+    }
+  };
+
+  /** The system fd closed: destroy every VM, then end the process. */
+  private async shutdown(): Promise<void> {
+    await Promise.all([...this.vms].map((vm) => vm.destroy()));
+    this.onExit();
+  }
+}

@@ -1,0 +1,149 @@
+// Guest memory slots: KVM_SET_USER_MEMORY_REGION's validation (in the kernel's order, with its
+// errnos), create / move / flags-only / delete, and the sorted view the vCPUs translate GPAs with.
+
+import { EEXIST, EINVAL } from '../proto/errno';
+import {
+  KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_MAX_NR_PAGES, KVM_MEM_READONLY, KVM_USER_MEM_SLOTS, PAGE_SIZE,
+} from '../proto/kvm-uapi';
+import { fail } from './server';
+
+const PAGE = BigInt(PAGE_SIZE);
+const U64 = (1n << 64n) - 1n;
+const VALID_FLAGS = KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY;
+
+/** struct kvm_userspace_memory_region as received; userspace_addr is the offset into the backing memfd. */
+export interface MemoryRegionArg {
+  slot: number;
+  flags: number;
+  guestPhysAddr: bigint;
+  memorySize: bigint;
+  userspaceAddr: bigint;
+}
+
+/** Where a slot's bytes live: a memfd the kernel-model holds. */
+export interface Backing {
+  key: number;
+  fd: number;
+  size: number;
+}
+
+export interface Memslot {
+  /** Unique per version of a slot: a moved or re-flagged slot gets a new key, so vCPUs remap it. */
+  key: number;
+  id: number;
+  flags: number;
+  gpa: bigint;
+  size: bigint;
+  backing: Backing;
+  offset: bigint;
+}
+
+export type MemslotChange = 'create' | 'delete' | 'move' | 'flags' | 'none';
+
+export class Memslots {
+  private readonly byId = new Map<number, Memslot>();
+  private sorted: Memslot[] = [];
+  private nextKey = 1;
+
+  get slots(): readonly Memslot[] {
+    return this.sorted;
+  }
+
+  get(id: number): Memslot | undefined {
+    return this.byId.get(id);
+  }
+
+  /**
+   * Validate a KVM_SET_USER_MEMORY_REGION in __kvm_set_memory_region's order. `backing` is resolved
+   * lazily because the kernel checks the user address (our memfd + offset) only after the flags.
+   * Returns what kind of change it is; nothing is modified (see apply()).
+   */
+  check(m: MemoryRegionArg, backing: () => Backing | undefined): { change: MemslotChange; backing?: Backing } {
+    if (m.flags & ~VALID_FLAGS) throw fail(EINVAL, `flags 0x${m.flags.toString(16)} has bits outside 0x${VALID_FLAGS.toString(16)}`);
+    const asId = m.slot >>> 16;
+    const id = m.slot & 0xffff;
+    if (m.memorySize % PAGE) throw fail(EINVAL, `memory_size 0x${m.memorySize.toString(16)} is not page aligned`);
+    if (m.guestPhysAddr % PAGE) throw fail(EINVAL, `guest_phys_addr 0x${m.guestPhysAddr.toString(16)} is not page aligned`);
+    if (m.userspaceAddr % PAGE) throw fail(EINVAL, `userspace_addr (memfd offset) 0x${m.userspaceAddr.toString(16)} is not page aligned`);
+    let b: Backing | undefined;
+    if (m.memorySize !== 0n) {
+      b = backing();
+      if (!b) throw fail(EINVAL, 'no memfd attached for the slot\'s memory (userspace_addr is an offset into it)');
+      if (m.userspaceAddr + m.memorySize > BigInt(b.size)) {
+        throw fail(EINVAL, `memfd offset 0x${m.userspaceAddr.toString(16)} + size 0x${m.memorySize.toString(16)} exceeds the memfd's 0x${b.size.toString(16)} bytes`);
+      }
+    }
+    if (asId >= 1 || id >= KVM_USER_MEM_SLOTS) throw fail(EINVAL, `slot 0x${m.slot.toString(16)}: as_id ${asId} / id ${id} out of range (max id ${KVM_USER_MEM_SLOTS - 1})`);
+    if (m.guestPhysAddr + m.memorySize > U64) throw fail(EINVAL, `guest_phys_addr + memory_size wraps past 2^64`);
+    if (m.memorySize / PAGE > BigInt(KVM_MEM_MAX_NR_PAGES)) throw fail(EINVAL, `memory_size is more than KVM_MEM_MAX_NR_PAGES pages`);
+
+    const old = this.byId.get(id);
+    if (m.memorySize === 0n) {
+      if (!old) throw fail(EINVAL, `slot ${id} does not exist, nothing to delete`);
+      return { change: 'delete' };
+    }
+    let change: MemslotChange;
+    if (!old) {
+      change = 'create';
+    } else {
+      if (m.userspaceAddr !== old.offset || !b || b.key !== old.backing.key || m.memorySize !== old.size || ((m.flags ^ old.flags) & KVM_MEM_READONLY)) {
+        throw fail(EINVAL, `slot ${id} exists: only its guest_phys_addr or dirty-log flag may change`);
+      }
+      if (m.guestPhysAddr !== old.gpa) change = 'move';
+      else if (m.flags !== old.flags) change = 'flags';
+      else return { change: 'none' };
+    }
+    if (change === 'create' || change === 'move') {
+      const clash = this.overlap(id, m.guestPhysAddr, m.guestPhysAddr + m.memorySize);
+      if (clash) throw fail(EEXIST, `[0x${m.guestPhysAddr.toString(16)}, +0x${m.memorySize.toString(16)}) overlaps slot ${clash.id} at 0x${clash.gpa.toString(16)}`);
+    }
+    return { change, backing: b };
+  }
+
+  /** Apply a change check() accepted. Returns the removed slot (delete/move/flags) so its backing can be released. */
+  apply(m: MemoryRegionArg, change: MemslotChange, backing?: Backing): Memslot | undefined {
+    const id = m.slot & 0xffff;
+    const old = this.byId.get(id);
+    if (change === 'none') return undefined;
+    if (old) {
+      this.byId.delete(id);
+      this.sorted.splice(this.sorted.indexOf(old), 1);
+    }
+    if (change !== 'delete') {
+      const slot = { key: this.nextKey++, id, flags: m.flags, gpa: m.guestPhysAddr, size: m.memorySize, backing: backing!, offset: m.userspaceAddr };
+      this.byId.set(id, slot);
+      // Slots usually arrive in ascending order, so this is an append in the common case.
+      this.sorted.splice(this.lowerBound(slot.gpa), 0, slot);
+    }
+    return old;
+  }
+
+  /** Index of the first slot whose gpa is >= addr. */
+  private lowerBound(addr: bigint): number {
+    let lo = 0;
+    let hi = this.sorted.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.sorted[mid].gpa < addr) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** Any slot other than `id` overlapping [start, end): slots are disjoint, so look just below `end`. */
+  private overlap(id: number, start: bigint, end: bigint): Memslot | undefined {
+    const lo = this.lowerBound(end);
+    for (let i = lo - 1; i >= 0 && i >= lo - 2; i--) {
+      const s = this.sorted[i];
+      if (s.id === id) continue;
+      return s.gpa + s.size > start ? s : undefined;
+    }
+    return undefined;
+  }
+
+  /** True if any slot still uses this backing. */
+  uses(backing: Backing): boolean {
+    for (const s of this.byId.values()) if (s.backing === backing) return true;
+    return false;
+  }
+}

@@ -1,0 +1,128 @@
+// Serves ioctls arriving on a control socket (system or VM fd) from the kernel-model's main thread.
+
+import koffi from 'koffi';
+import { decodeRequest, encodeReply, IoctlRequest } from '../proto/control';
+import { EINVAL, EIO, EBADF } from '../proto/errno';
+import { closeQuietly, MSG_DONTWAIT, receiveMessage, sendMessage } from '../proto/os';
+
+/** Thrown by an ioctl handler to answer ret -1 with this errno; `detail` names the offending value. */
+export class IoctlFailure extends Error {
+  constructor(readonly errno: number, readonly detail: string) {
+    super(detail);
+  }
+}
+
+/** Shorthand: `throw fail(EINVAL, 'memory_size 0x1001 is not page aligned')`. */
+export function fail(errno: number, detail: string): IoctlFailure {
+  return new IoctlFailure(errno, detail);
+}
+
+export interface Reply {
+  ret?: number;
+  data?: Uint8Array;
+  /** fds to hand to the caller; closed here once sent. */
+  fds?: number[];
+}
+
+/**
+ * The fds that arrived with one request, by the caller's numbering. A handler take()s what it keeps;
+ * everything else is closed after the handler returns, so no received fd can leak.
+ */
+export class ReceivedFds {
+  private readonly byNumber = new Map<number, number>();
+  constructor(numbers: number[], fds: number[]) {
+    fds.forEach((fd, i) => {
+      const n = numbers[i];
+      if (n === undefined || this.byNumber.has(n)) closeQuietly(fd);
+      else this.byNumber.set(n, fd);
+    });
+  }
+  /** Claim the fd the caller knows as `number`; EBADF (the kernel's fdget failure) if none came. */
+  take(number: number, field: string): number {
+    const fd = this.byNumber.get(number);
+    if (fd === undefined) throw fail(EBADF, `${field} ${number} is not an open fd`);
+    this.byNumber.delete(number);
+    return fd;
+  }
+  /** Look at an fd without claiming it. */
+  peek(number: number): number | undefined {
+    return this.byNumber.get(number);
+  }
+  /** Claim the first fd, whatever its number (the memfd beside KVM_SET_USER_MEMORY_REGION). */
+  takeFirst(): number | undefined {
+    for (const [n, fd] of this.byNumber) {
+      this.byNumber.delete(n);
+      return fd;
+    }
+    return undefined;
+  }
+  closeRest(): void {
+    for (const fd of this.byNumber.values()) closeQuietly(fd);
+    this.byNumber.clear();
+  }
+}
+
+export type Handler = (req: IoctlRequest, fds: ReceivedFds) => Reply;
+
+/** Run one handler and turn its outcome into a reply message; never throws. */
+export function answer(handler: Handler, data: Uint8Array, rawFds: number[]): { message: Uint8Array; fds: number[] } {
+  let req: IoctlRequest;
+  try {
+    req = decodeRequest(data);
+  } catch (e) {
+    rawFds.forEach(closeQuietly);
+    return { message: encodeReply({ ret: -1, errno: EINVAL, detail: `malformed ioctl message: ${(e as Error).message}` }), fds: [] };
+  }
+  const received = new ReceivedFds(req.fdNumbers, rawFds);
+  try {
+    const r = handler(req, received);
+    return { message: encodeReply({ ret: r.ret ?? 0, data: r.data ? Buffer.from(r.data) : undefined }), fds: r.fds ?? [] };
+  } catch (e) {
+    if (e instanceof IoctlFailure) return { message: encodeReply({ ret: -1, errno: e.errno, detail: e.detail }), fds: [] };
+    process.stderr.write(`kernel-model: internal error in ioctl 0x${req.request.toString(16)}: ${(e as Error).stack}\n`);
+    return { message: encodeReply({ ret: -1, errno: EIO, detail: `internal error: ${(e as Error).message}` }), fds: [] };
+  } finally {
+    received.closeRest();
+  }
+}
+
+/**
+ * Serves one SEQPACKET control socket on the main thread's event loop (koffi uv_poll; it makes our end
+ * O_NONBLOCK, which is our end's own open file description). onClose runs once, at EOF or error.
+ */
+export class SocketServer {
+  private handle: ReturnType<typeof koffi.node.poll> | undefined;
+  constructor(readonly fd: number, private readonly handler: Handler, private readonly onClose: () => void) {
+    this.handle = koffi.node.poll(fd, { readable: true, writable: false, disconnect: true }, () => this.drain());
+  }
+
+  private drain(): void {
+    for (;;) {
+      let msg;
+      try {
+        msg = receiveMessage(this.fd, MSG_DONTWAIT);
+      } catch {
+        return this.close();
+      }
+      if (msg === undefined) return;
+      if (msg === null) return this.close();
+      const { message, fds } = answer(this.handler, msg.data, msg.fds);
+      try {
+        sendMessage(this.fd, message, fds);
+      } catch {
+        fds.forEach(closeQuietly);
+        return this.close();
+      }
+      fds.forEach(closeQuietly);
+    }
+  }
+
+  /** Stop serving and close the socket (idempotent). */
+  close(): void {
+    if (!this.handle) return;
+    this.handle.close();
+    this.handle = undefined;
+    closeQuietly(this.fd);
+    this.onClose();
+  }
+}

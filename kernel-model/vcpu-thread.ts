@@ -1,0 +1,621 @@
+// A vCPU: the worker thread that serves one vCPU fd and runs its guest code (the CPU of this model).
+//
+// The thread blocks in recvmsg on its vCPU socket for ioctls. KVM_RUN runs guest code on this thread's
+// stack; when the guest needs the VMM (an MMIO/PIO access nobody in the "kernel" handles, hlt, a kick),
+// the thread fills kvm_run, answers that KVM_RUN, and serves ioctls inside the guest's call until the
+// next KVM_RUN, which completes the access (as x86's complete_userspace_io does) and resumes the guest.
+// So an interrupted access keeps its place simply by staying on the stack.
+
+import { MessagePort, receiveMessageOnPort, workerData } from 'worker_threads';
+import { decodeRequest, encodeReply, GuestEntryType, IoctlRequest } from '../proto/control';
+import { EINTR, EINVAL, EOPNOTSUPP } from '../proto/errno';
+import { AccessSize, GuestCpu, installCpu, PortSize } from '../proto/guest-cpu';
+import {
+  EMU_ATTN_IRQ, EMU_ATTN_KICK, EMU_ATTN_STOP, EMU_ATTN_UPDATE, KVM_EMU_SET_GUEST_ENTRY, KVM_EXIT_HLT,
+  KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT, KVM_EXIT_MMIO,
+  KVM_EXIT_SHUTDOWN, KVM_GET_REGS, KVM_INTERNAL_ERROR_EMULATION, KVM_PIO_PAGE_OFFSET, KVM_RUN, KVM_SET_REGS,
+  KVM_VCPU_MMAP_SIZE, PAGE_SIZE, REGS, REGS_SIZE, RUN, regOffset,
+} from '../proto/kvm-uapi';
+import {
+  closeQuietly, eventfdRead, mapShared, Mapping, PollSet, POLLIN, receiveMessage, sendMessage, setNonBlocking, unmap,
+} from '../proto/os';
+import { busRead, busWrite, IoBus, IoDevice, ReadResult } from './io-bus';
+import { GuestMemory, loadLE, MemslotDesc, storeLE } from './guest-memory';
+import { BusName, createWorkerDevice, DeviceDesc, WorkerDevice } from './worker-devices';
+
+/** Unwinds guest code when the VM is destroyed or the vCPU fd is closed. */
+class VcpuStopped extends Error {}
+
+export interface VcpuWorkerData {
+  vcpuId: number;
+  sock: number;
+  runFd: number;
+  kickFd: number;
+  port: MessagePort;
+  vmShared: SharedArrayBuffer;
+}
+
+/** Messages from the VM (main thread); fds in them were dup'ed for this thread and are owned by it. */
+export type VcpuUpdate =
+  | { type: 'memslots'; slots: MemslotDesc[]; fds: [number, number][] }
+  | { type: 'devices'; add: DeviceDesc[]; remove: number[] }
+  | { type: 'config'; config: Partial<VcpuConfig> };
+
+export interface VcpuConfig {
+  /** Wire layout of ioregionfd commands: 'v3' (default) or 'v1'. */
+  wire: 'v3' | 'v1';
+  /** Report ioregionfd failures as KVM_EXIT_IOREGIONFD_FAILURE instead of falling back to MMIO/IO exits. */
+  failureExit: boolean;
+  irqchip: boolean;
+}
+
+const ATTN_INDEX = RUN.emu_kick / 4;
+const PIO_DATA = KVM_PIO_PAGE_OFFSET * PAGE_SIZE;
+const REPLY_OK = encodeReply({ ret: 0 });
+const REPLY_EINTR = encodeReply({ ret: -1, errno: EINTR });
+const ARG_REGS = ['rdi', 'rsi', 'rdx', 'rcx', 'r8', 'r9'] as const;
+
+type GuestFn = (...args: bigint[]) => unknown;
+
+export class VcpuThread implements GuestCpu {
+  readonly vcpuId: number;
+  readonly regs = new BigUint64Array(REGS.length);
+  readonly config: VcpuConfig = { wire: 'v3', failureExit: false, irqchip: false };
+  readonly mem = new GuestMemory();
+  readonly mmioBus = new IoBus<IoDevice>();
+  readonly pioBus = new IoBus<IoDevice>();
+  /** x86's KVM_FAST_MMIO_BUS: len-0 ioeventfds and size-0 ioregions, probed first for MMIO writes. */
+  readonly fastMmioBus = new IoBus<IoDevice>();
+  /** The kvm_run mapping; a DataView for fields, an Int32Array for the attention word. */
+  readonly run: DataView;
+  readonly runBytes: Uint8Array;
+  private readonly runMap: Mapping;
+  private readonly attn: Int32Array;
+  private readonly sock: number;
+  readonly kickFd: number;
+  private readonly port: MessagePort;
+  readonly vmShared: SharedArrayBuffer;
+  private readonly devices = new Map<number, WorkerDevice>();
+  private entry: GuestFn | undefined;
+  private entryName = '';
+  /** Set once guest code returned or threw: every later KVM_RUN reports the same exit. */
+  private terminal: { reason: number; detail: string } | undefined;
+  private readonly rr: ReadResult = { value: 0n };
+  private readonly poll = new PollSet(2);
+  interruptsEnabled = false;
+  readonly handlers = new Map<number, (vector: number) => void>();
+
+  constructor(d: VcpuWorkerData) {
+    this.vcpuId = d.vcpuId;
+    this.sock = d.sock;
+    this.kickFd = d.kickFd;
+    this.port = d.port;
+    this.vmShared = d.vmShared;
+    this.runMap = mapShared(d.runFd, KVM_VCPU_MMAP_SIZE);
+    closeQuietly(d.runFd);
+    this.run = new DataView(this.runMap.buffer);
+    this.runBytes = new Uint8Array(this.runMap.buffer);
+    this.attn = new Int32Array(this.runMap.buffer, 0, PAGE_SIZE / 4);
+    this.regs[REGS.indexOf('rflags')] = 2n;
+    // The main thread watched this socket with uv_poll before handing it over, which made it non-blocking.
+    setNonBlocking(this.sock, false);
+  }
+
+  // ---- the ioctl loop -------------------------------------------------------------------------
+
+  /** Serve ioctls until the vCPU fd closes or the VM is destroyed. */
+  serve(): void {
+    try {
+      for (;;) {
+        const req = this.receive();
+        if (req.request === KVM_RUN) this.runFromTop();
+        else this.reply(this.vcpuIoctl(req));
+      }
+    } catch (e) {
+      if (!(e instanceof VcpuStopped)) throw e;
+    } finally {
+      this.shutdown();
+    }
+  }
+
+  private receive(): IoctlRequest {
+    for (;;) {
+      let msg;
+      try {
+        msg = receiveMessage(this.sock);
+      } catch {
+        msg = null;
+      }
+      if (!msg) throw new VcpuStopped();
+      msg.fds.forEach(closeQuietly);
+      try {
+        return decodeRequest(msg.data);
+      } catch (e) {
+        this.reply(encodeReply({ ret: -1, errno: EINVAL, detail: `malformed ioctl message: ${(e as Error).message}` }));
+      }
+    }
+  }
+
+  private reply(message: Uint8Array): void {
+    try {
+      sendMessage(this.sock, message);
+    } catch {
+      throw new VcpuStopped();
+    }
+  }
+
+  /** Every vCPU ioctl except KVM_RUN. Unknown ones are EINVAL, as x86's kvm_arch_vcpu_ioctl answers. */
+  private vcpuIoctl(req: IoctlRequest): Uint8Array {
+    switch (req.request) {
+      case KVM_GET_REGS: {
+        const out = Buffer.alloc(REGS_SIZE);
+        this.regs.forEach((v, i) => out.writeBigUInt64LE(v, 8 * i));
+        return encodeReply({ ret: 0, data: out });
+      }
+      case KVM_SET_REGS:
+        if (req.data.length < REGS_SIZE) return encodeReply({ ret: -1, errno: 14, detail: `struct kvm_regs needs ${REGS_SIZE} bytes, got ${req.data.length}` });
+        for (let i = 0; i < REGS.length; i++) this.regs[i] = req.data.readBigUInt64LE(8 * i);
+        return encodeReply({ ret: 0 });
+      case KVM_EMU_SET_GUEST_ENTRY:
+        return this.setEntry(req.data);
+      default:
+        return encodeReply({ ret: -1, errno: EINVAL, detail: `unknown vCPU ioctl 0x${req.request.toString(16)}` });
+    }
+  }
+
+  private setEntry(data: Buffer): Uint8Array {
+    let module = '';
+    let name = '';
+    try {
+      const m = GuestEntryType.decode(data) as unknown as { module: string; export: string };
+      module = m.module;
+      name = m.export;
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      const fn = require(module)[name];
+      if (typeof fn !== 'function') throw new Error(`export '${name}' is not a function`);
+      this.entry = fn as GuestFn;
+      this.entryName = `${module}:${name}`;
+      this.terminal = undefined;
+      return encodeReply({ ret: 0 });
+    } catch (e) {
+      return encodeReply({ ret: -1, errno: EINVAL, detail: `guest entry ${module}:${name}: ${(e as Error).message}` });
+    }
+  }
+
+  /** KVM_RUN while no guest code is on the stack: start it (or report how it ended). */
+  private runFromTop(): void {
+    if (this.runEntryChecks()) return;
+    if (this.terminal) return this.reportTerminal();
+    if (!this.entry) {
+      this.terminal = { reason: KVM_EXIT_INTERNAL_ERROR, detail: 'no guest entry point set (KVM_EMU_SET_GUEST_ENTRY)' };
+      return this.reportTerminal();
+    }
+    installCpu(this);
+    const args = ARG_REGS.map((r) => this.regs[REGS.indexOf(r)]);
+    try {
+      this.entry(...args);
+      this.terminal = { reason: KVM_EXIT_SHUTDOWN, detail: `guest code ${this.entryName} returned` };
+    } catch (e) {
+      if (e instanceof VcpuStopped) throw e;
+      const err = e as Error;
+      this.terminal = { reason: KVM_EXIT_INTERNAL_ERROR, detail: `guest code threw: ${err?.stack ?? String(e)}` };
+    }
+    this.reportTerminal();
+  }
+
+  private reportTerminal(): void {
+    const t = this.terminal!;
+    this.setExit(t.reason);
+    if (t.reason === KVM_EXIT_INTERNAL_ERROR) {
+      this.run.setUint32(RUN.internal_suberror, KVM_INTERNAL_ERROR_EMULATION, true);
+      this.run.setUint32(RUN.internal_ndata, 0, true);
+    }
+    this.reply(encodeReply({ ret: 0, detail: t.detail }));
+  }
+
+  /**
+   * What KVM_RUN does before entering the guest: apply pending updates, then honour immediate_exit
+   * (EINTR, exit_reason untouched) and a pending kick (EINTR with KVM_EXIT_INTR). True if it answered.
+   */
+  private runEntryChecks(): boolean {
+    const w = Atomics.load(this.attn, ATTN_INDEX);
+    if (w & EMU_ATTN_STOP) throw new VcpuStopped();
+    if (w & EMU_ATTN_UPDATE) this.applyUpdates();
+    if (this.run.getUint8(RUN.immediate_exit)) {
+      this.reply(REPLY_EINTR);
+      return true;
+    }
+    if (this.consumeKick()) {
+      this.setExit(KVM_EXIT_INTR);
+      this.reply(REPLY_EINTR);
+      return true;
+    }
+    return false;
+  }
+
+  /**
+   * Answer the pending KVM_RUN (kvm_run is filled in) and serve ioctls until a KVM_RUN resumes the
+   * guest. `complete` runs at the first KVM_RUN, before immediate_exit and signals are looked at, as
+   * the API requires: the access is complete even if that KVM_RUN then returns EINTR.
+   */
+  exitToUser(complete?: () => void): void {
+    this.reply(REPLY_OK);
+    this.waitForRun(complete);
+  }
+
+  private waitForRun(complete?: () => void): void {
+    for (;;) {
+      const req = this.receive();
+      if (req.request !== KVM_RUN) {
+        this.reply(this.vcpuIoctl(req));
+        continue;
+      }
+      if (complete) {
+        complete();
+        complete = undefined;
+      }
+      if (!this.runEntryChecks()) return;
+    }
+  }
+
+  /** A kick arrived: return to the VMM with EINTR / KVM_EXIT_INTR and carry on at the next KVM_RUN. */
+  interrupted(): void {
+    this.setExit(KVM_EXIT_INTR);
+    this.reply(REPLY_EINTR);
+    this.waitForRun();
+  }
+
+  setExit(reason: number): void {
+    this.run.setUint32(RUN.exit_reason, reason, true);
+  }
+
+  // ---- attention: kicks, updates, interrupts, destruction --------------------------------------
+
+  /** Called at every instruction boundary when the attention word is non-zero. */
+  private attention(): void {
+    const w = Atomics.load(this.attn, ATTN_INDEX);
+    if (w & EMU_ATTN_STOP) throw new VcpuStopped();
+    if (w & EMU_ATTN_UPDATE) this.applyUpdates();
+    if (w & EMU_ATTN_KICK && this.consumeKick()) this.interrupted();
+    if (w & EMU_ATTN_IRQ) this.deliverInterrupts();
+  }
+
+  /** Take a pending kick (the "signal"); true if there was one. */
+  consumeKick(): boolean {
+    const w = Atomics.and(this.attn, ATTN_INDEX, ~EMU_ATTN_KICK);
+    return (w & EMU_ATTN_KICK) !== 0;
+  }
+
+  private applyUpdates(): void {
+    Atomics.and(this.attn, ATTN_INDEX, ~EMU_ATTN_UPDATE);
+    for (let m = receiveMessageOnPort(this.port); m; m = receiveMessageOnPort(this.port)) {
+      const u = m.message as VcpuUpdate;
+      if (u.type === 'memslots') this.mem.update(u.slots, new Map(u.fds));
+      else if (u.type === 'config') Object.assign(this.config, u.config);
+      else this.updateDevices(u.add, u.remove);
+    }
+  }
+
+  private updateDevices(add: DeviceDesc[], remove: number[]): void {
+    for (const key of remove) {
+      const d = this.devices.get(key);
+      if (!d) continue;
+      this.devices.delete(key);
+      this.bus(d.bus).unregister(d.dev);
+      d.close();
+    }
+    for (const desc of add) {
+      const d = createWorkerDevice(desc, this);
+      this.devices.set(desc.key, d);
+      // Registration order matters for overlapping ranges; the VM already checked room and collisions.
+      this.bus(d.bus).register(desc.addr, desc.len, d.dev, desc.kind === 'ioeventfd');
+    }
+  }
+
+  private bus(name: BusName): IoBus<IoDevice> {
+    return name === 'pio' ? this.pioBus : name === 'fast_mmio' ? this.fastMmioBus : this.mmioBus;
+  }
+
+  /** Interrupt delivery; the irqchip model (kernel-model/irqchip.ts) installs the real one. */
+  deliverInterrupts(): void {
+    Atomics.and(this.attn, ATTN_INDEX, ~EMU_ATTN_IRQ);
+  }
+
+  /**
+   * Block until fd is ready for `events` or a kick / destruction arrives. Returns true when ready,
+   * false when kicked (the caller decides how to resume). Interrupts and updates do not end the wait.
+   */
+  waitFd(fd: number, events: number): boolean {
+    const p = this.poll;
+    for (;;) {
+      const w = Atomics.load(this.attn, ATTN_INDEX);
+      if (w & EMU_ATTN_STOP) throw new VcpuStopped();
+      if (w & EMU_ATTN_KICK && this.consumeKick()) return false;
+      p.set(0, fd, events);
+      p.set(1, this.kickFd, POLLIN);
+      p.wait(2, -1);
+      if (p.revents(1)) eventfdRead(this.kickFd);
+      if (p.revents(0)) return true;
+    }
+  }
+
+  /** Block until the attention word has any of `bits` (interrupts for hlt); false when kicked. */
+  waitAttention(bits: number): boolean {
+    const p = this.poll;
+    for (;;) {
+      const w = Atomics.load(this.attn, ATTN_INDEX);
+      if (w & EMU_ATTN_STOP) throw new VcpuStopped();
+      if (w & EMU_ATTN_KICK && this.consumeKick()) return false;
+      if (w & bits) return true;
+      p.set(0, this.kickFd, POLLIN);
+      p.wait(1, -1);
+      eventfdRead(this.kickFd);
+    }
+  }
+
+  private shutdown(): void {
+    for (const d of this.devices.values()) d.close();
+    this.devices.clear();
+    this.mem.clear();
+    unmap(this.runMap);
+    closeQuietly(this.sock);
+    closeQuietly(this.kickFd);
+    this.port.close();
+  }
+
+  // ---- the guest's instruction set ---------------------------------------------------------------
+
+  private boundary(): void {
+    if (Atomics.load(this.attn, ATTN_INDEX) !== 0) this.attention();
+  }
+
+  pause(): void {
+    this.boundary();
+  }
+
+  read(gpa: bigint, size: AccessSize): bigint {
+    this.boundary();
+    const s = this.mem.find(gpa, size);
+    if (s) return loadLE(s.view, Number(gpa - s.gpa), size);
+    if ((Number(gpa & 0xfffn) + size) > PAGE_SIZE) {
+      const b = new Uint8Array(size);
+      this.readBytes(gpa, b);
+      return loadLE(new DataView(b.buffer), 0, size);
+    }
+    return this.mmioRead(gpa, size);
+  }
+
+  write(gpa: bigint, size: AccessSize, value: bigint): void {
+    this.boundary();
+    const s = this.mem.find(gpa, size);
+    if (s && !s.readonly) return storeLE(s.view, Number(gpa - s.gpa), size, value);
+    if ((Number(gpa & 0xfffn) + size) > PAGE_SIZE) {
+      const b = new Uint8Array(size);
+      storeLE(new DataView(b.buffer), 0, size, value);
+      return this.writeBytes(gpa, b);
+    }
+    this.mmioWrite(gpa, size, value);
+  }
+
+  /** One MMIO load of <= 8 bytes inside a page: the bus, else KVM_EXIT_MMIO. */
+  private mmioRead(gpa: bigint, len: number): bigint {
+    const e = busRead(this.mmioBus, gpa, len, this.rr);
+    if (e === 0) return this.rr.value;
+    this.run.setBigUint64(RUN.mmio_phys_addr, gpa, true);
+    this.run.setBigUint64(RUN.mmio_data, 0n, true);
+    this.run.setUint32(RUN.mmio_len, len, true);
+    this.run.setUint8(RUN.mmio_is_write, 0);
+    let value = 0n;
+    if (!this.failureExit(e)) this.setExit(KVM_EXIT_MMIO);
+    this.exitToUser(() => {
+      value = loadLE(this.run, this.exitDataOffset(), len);
+    });
+    return value;
+  }
+
+  private mmioWrite(gpa: bigint, len: number, value: bigint): void {
+    // The EPT-misconfig fast path: exact address, no length, no data.
+    if (this.fastMmioBus.devCount && busWrite(this.fastMmioBus, gpa, 0, 0n) === 0) return;
+    const e = busWrite(this.mmioBus, gpa, len, value);
+    if (e === 0) return;
+    this.run.setBigUint64(RUN.mmio_phys_addr, gpa, true);
+    this.run.setBigUint64(RUN.mmio_data, 0n, true);
+    storeLE(this.run, RUN.mmio_data, len, value);
+    this.run.setUint32(RUN.mmio_len, len, true);
+    this.run.setUint8(RUN.mmio_is_write, 1);
+    if (!this.failureExit(e)) this.setExit(KVM_EXIT_MMIO);
+    this.exitToUser();
+  }
+
+  /**
+   * A device failure (errno other than EOPNOTSUPP) becomes KVM_EXIT_IOREGIONFD_FAILURE when the VM
+   * opted in; the device has already filled the failure fields. Otherwise the caller's ordinary exit
+   * stands, as in the RFC.
+   */
+  private failureExit(e: number): boolean {
+    return e !== EOPNOTSUPP && this.config.failureExit && this.failureHook(e);
+  }
+
+  /** Installed by the ioregionfd model; returns true when it wrote a failure exit. */
+  failureHook: (errno: number) => boolean = () => false;
+
+  /** Where the completing data of the current exit lives (mmio.data, or the failure exit's data). */
+  private exitDataOffset(): number {
+    return this.run.getUint32(RUN.exit_reason, true) === KVM_EXIT_MMIO ? RUN.mmio_data : RUN.iofail_data;
+  }
+
+  readBytes(gpa: bigint, out: Uint8Array): void {
+    this.copy(gpa, out, false);
+  }
+
+  writeBytes(gpa: bigint, data: Uint8Array): void {
+    this.copy(gpa, data, true);
+  }
+
+  /** x86-style split: page fragments; RAM directly, MMIO in chunks of at most 8 bytes. */
+  private copy(gpa: bigint, buf: Uint8Array, isWrite: boolean): void {
+    this.boundary();
+    let done = 0;
+    while (done < buf.length) {
+      const addr = gpa + BigInt(done);
+      const inPage = PAGE_SIZE - Number(addr & 0xfffn);
+      const frag = Math.min(inPage, buf.length - done);
+      const s = this.mem.find(addr, frag);
+      if (s && !(isWrite && s.readonly)) {
+        const off = Number(addr - s.gpa);
+        if (isWrite) s.bytes.set(buf.subarray(done, done + frag), off);
+        else buf.set(s.bytes.subarray(off, off + frag), done);
+        done += frag;
+        continue;
+      }
+      for (let c = 0; c < frag; c += 8) {
+        const len = Math.min(8, frag - c);
+        const a = addr + BigInt(c);
+        const view = new DataView(buf.buffer, buf.byteOffset + done + c, len);
+        if (isWrite) this.mmioWrite(a, len, loadLE(view, 0, len));
+        else storeLE(view, 0, len, this.mmioRead(a, len));
+      }
+      done += frag;
+    }
+  }
+
+  ram(gpa: bigint, length: number): Uint8Array {
+    const s = this.mem.find(gpa, length);
+    if (!s) throw new RangeError(`guest RAM [0x${gpa.toString(16)}, +${length}) is not inside one memslot`);
+    const off = Number(gpa - s.gpa);
+    return s.bytes.subarray(off, off + length);
+  }
+
+  inPort(port: number, size: PortSize): number {
+    this.boundary();
+    const e = busRead(this.pioBus, BigInt(port), size, this.rr);
+    let value: number;
+    if (e === 0) {
+      value = Number(this.rr.value);
+    } else {
+      this.setPioExit(KVM_EXIT_IO_IN, port, size, 1);
+      if (!this.failureExit(e)) this.setExit(KVM_EXIT_IO);
+      value = 0;
+      this.exitToUser(() => {
+        value = Number(loadLE(this.run, this.run.getUint32(RUN.exit_reason, true) === KVM_EXIT_IO ? PIO_DATA : RUN.iofail_data, size));
+      });
+    }
+    // in writes al/ax/eax.
+    const rax = REGS.indexOf('rax');
+    const mask = (1n << BigInt(8 * size)) - 1n;
+    this.regs[rax] = (this.regs[rax] & ~mask) | BigInt(value);
+    return value;
+  }
+
+  outPort(port: number, size: PortSize, value: number): void {
+    this.boundary();
+    const v = BigInt(value) & ((1n << BigInt(8 * size)) - 1n);
+    const e = busWrite(this.pioBus, BigInt(port), size, v);
+    if (e === 0) return;
+    this.setPioExit(KVM_EXIT_IO_OUT, port, size, 1);
+    storeLE(this.run, PIO_DATA, size, v);
+    this.run.setBigUint64(RUN.iofail_data, v, true);
+    if (!this.failureExit(e)) this.setExit(KVM_EXIT_IO);
+    this.exitToUser();
+  }
+
+  private setPioExit(direction: number, port: number, size: number, count: number): void {
+    this.run.setUint8(RUN.io_direction, direction);
+    this.run.setUint8(RUN.io_size, size);
+    this.run.setUint16(RUN.io_port, port, true);
+    this.run.setUint32(RUN.io_count, count, true);
+    this.run.setBigUint64(RUN.io_data_offset, BigInt(PIO_DATA), true);
+  }
+
+  insPort(port: number, size: PortSize, gpa: bigint, count: number): void {
+    this.stringPio(port, size, gpa, count, true);
+  }
+
+  outsPort(port: number, size: PortSize, gpa: bigint, count: number): void {
+    this.stringPio(port, size, gpa, count, false);
+  }
+
+  /**
+   * rep ins/outs: each element is offered to the PIO bus; if the first is not handled in the kernel,
+   * the batch (as many elements as fit the PIO data page) exits to the VMM, as emulator_pio_in_out does.
+   */
+  private stringPio(port: number, size: PortSize, gpa: bigint, count: number, isIn: boolean): void {
+    this.boundary();
+    const perExit = PAGE_SIZE / size;
+    let i = 0;
+    while (i < count) {
+      const addr = gpa + BigInt(i * size);
+      const chunk = Math.min(count - i, perExit);
+      const el = new Uint8Array(size);
+      const elView = new DataView(el.buffer);
+      let e: number;
+      if (isIn) {
+        e = busRead(this.pioBus, BigInt(port), size, this.rr);
+        if (e === 0) storeLE(elView, 0, size, this.rr.value);
+      } else {
+        this.copy(addr, el, false);
+        e = busWrite(this.pioBus, BigInt(port), size, loadLE(elView, 0, size));
+      }
+      if (e === 0) {
+        if (isIn) this.copy(addr, el, true);
+        // Later elements stay in the kernel; one that fails there is dropped (reads as 0).
+        for (let j = 1; j < chunk; j++) {
+          const a = addr + BigInt(j * size);
+          if (isIn) {
+            const r = busRead(this.pioBus, BigInt(port), size, this.rr);
+            storeLE(elView, 0, size, r === 0 ? this.rr.value : 0n);
+            this.copy(a, el, true);
+          } else {
+            this.copy(a, el, false);
+            busWrite(this.pioBus, BigInt(port), size, loadLE(elView, 0, size));
+          }
+        }
+      } else {
+        this.setPioExit(isIn ? KVM_EXIT_IO_IN : KVM_EXIT_IO_OUT, port, size, chunk);
+        this.setExit(KVM_EXIT_IO);
+        const bytes = this.runBytes.subarray(PIO_DATA, PIO_DATA + chunk * size);
+        if (isIn) {
+          const got = new Uint8Array(chunk * size);
+          this.exitToUser(() => got.set(bytes));
+          this.copy(addr, got, true);
+        } else {
+          const data = new Uint8Array(chunk * size);
+          this.copy(addr, data, false);
+          bytes.set(data);
+          this.exitToUser();
+        }
+      }
+      i += chunk;
+    }
+  }
+
+  hlt(): void {
+    this.boundary();
+    if (this.config.irqchip) {
+      // With an irqchip the vCPU sleeps in the kernel until an interrupt; a kick still returns EINTR.
+      while (!this.waitAttention(EMU_ATTN_IRQ)) this.interrupted();
+      this.deliverInterrupts();
+      return;
+    }
+    this.setExit(KVM_EXIT_HLT);
+    this.exitToUser();
+  }
+
+  setInterruptsEnabled(on: boolean): void {
+    this.interruptsEnabled = on;
+    this.boundary();
+  }
+
+  setInterruptHandler(vector: number, handler: ((vector: number) => void) | undefined): void {
+    if (handler) this.handlers.set(vector, handler);
+    else this.handlers.delete(vector);
+  }
+}
+
+export function regIndex(name: (typeof REGS)[number]): number {
+  return regOffset(name) / 8;
+}
+
+if (workerData && (workerData as { vcpuThread?: boolean }).vcpuThread) {
+  new VcpuThread(workerData as VcpuWorkerData).serve();
+}

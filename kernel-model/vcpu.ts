@@ -1,0 +1,116 @@
+// The main thread's handle on one vCPU: its fds, its kvm_run page, and the worker thread that runs it.
+//
+// The worker starts lazily, at the first ioctl on the vCPU fd, so creating KVM_CAP_MAX_VCPUS vCPUs
+// stays cheap. Every fd a worker uses is a dup it owns; the handle keeps the originals.
+
+import * as path from 'path';
+import koffi from 'koffi';
+import { MessageChannel, MessagePort, Worker } from 'worker_threads';
+import { EMU_ATTN_STOP, EMU_ATTN_UPDATE, KVM_VCPU_MMAP_SIZE, RUN } from '../proto/kvm-uapi';
+import {
+  closeQuietly, dup, EFD_NONBLOCK, eventfd, eventfdWrite, mapShared, Mapping, memfd, shutdown, socketpair, unmap,
+} from '../proto/os';
+import type { VcpuUpdate, VcpuWorkerData } from './vcpu-thread';
+
+const ATTN_INDEX = RUN.emu_kick / 4;
+const STOP_GRACE_MS = 2000;
+
+export class VcpuHandle {
+  /** Our end of the vCPU socket. */
+  private readonly sock: number;
+  /** The VMM's end, handed over (and closed here) by the KVM_CREATE_VCPU reply. */
+  private vmmEnd: number;
+  private readonly runFd: number;
+  readonly kickFd: number;
+  private readonly runMap: Mapping;
+  private readonly attn: Int32Array;
+  private worker: Worker | undefined;
+  private port: MessagePort | undefined;
+  private watcher: ReturnType<typeof koffi.node.poll> | undefined;
+  private exited: Promise<void> | undefined;
+
+  constructor(
+    readonly id: number,
+    private readonly vmShared: SharedArrayBuffer,
+    /** Builds the updates that bring a new worker up to date (memslots, devices, config). */
+    private readonly initialState: () => VcpuUpdate[],
+  ) {
+    [this.sock, this.vmmEnd] = socketpair('seqpacket');
+    this.runFd = memfd(`kvm-vcpu-${id}`, KVM_VCPU_MMAP_SIZE);
+    this.kickFd = eventfd(0, EFD_NONBLOCK);
+    this.runMap = mapShared(this.runFd, KVM_VCPU_MMAP_SIZE);
+    this.attn = new Int32Array(this.runMap.buffer, 0, 1024);
+  }
+
+  /** fds for the KVM_CREATE_VCPU reply: the vCPU socket, the kvm_run memfd, the kick eventfd. */
+  replyFds(): number[] {
+    const fds = [this.vmmEnd, dup(this.runFd), dup(this.kickFd)];
+    this.vmmEnd = -1;
+    this.watcher = koffi.node.poll(this.sock, { readable: true, writable: false, disconnect: true }, () => this.start());
+    return fds;
+  }
+
+  get started(): boolean {
+    return this.worker !== undefined;
+  }
+
+  private start(): void {
+    this.watcher?.close();
+    this.watcher = undefined;
+    if (this.worker) return;
+    const { port1, port2 } = new MessageChannel();
+    this.port = port1;
+    for (const u of this.initialState()) this.port.postMessage(u);
+    Atomics.or(this.attn, ATTN_INDEX, EMU_ATTN_UPDATE);
+    const data: VcpuWorkerData & { vcpuThread: true } = {
+      vcpuThread: true, vcpuId: this.id, sock: dup(this.sock), runFd: dup(this.runFd), kickFd: dup(this.kickFd),
+      port: port2, vmShared: this.vmShared,
+    };
+    const w = new Worker(path.join(__dirname, 'vcpu-thread.js'), { workerData: data, transferList: [port2] });
+    this.worker = w;
+    w.on('error', (e) => {
+      process.stderr.write(`kernel-model: vCPU ${this.id} thread crashed: ${e.stack ?? e}\n`);
+      // The VMM sees EIO on its next vCPU ioctl instead of waiting forever.
+      shutdown(this.sock);
+    });
+    this.exited = new Promise((resolve) => w.once('exit', () => resolve()));
+  }
+
+  /** Queue an update for the worker (if running) and flag it; it applies them at its next boundary. */
+  post(build: () => VcpuUpdate): void {
+    if (!this.port) return;
+    this.port.postMessage(build());
+    this.signal(EMU_ATTN_UPDATE);
+  }
+
+  /** Set attention bits and wake the thread if it is blocked in poll (hlt, device wait). */
+  signal(bits: number): void {
+    Atomics.or(this.attn, ATTN_INDEX, bits);
+    eventfdWrite(this.kickFd);
+  }
+
+  /**
+   * Stop the thread: flag it, wake any poll, and shut the socket so a blocked recvmsg returns. Only
+   * then may the worker be terminated (a worker blocked in a syscall never terminates).
+   */
+  async destroy(): Promise<void> {
+    this.watcher?.close();
+    this.watcher = undefined;
+    if (this.worker) {
+      this.signal(EMU_ATTN_STOP);
+      shutdown(this.sock);
+      const timedOut = await Promise.race([
+        this.exited!.then(() => false),
+        new Promise<boolean>((r) => setTimeout(() => r(true), STOP_GRACE_MS).unref()),
+      ]);
+      // Guest code spinning without touching the CPU never reaches a boundary; JS can be terminated.
+      if (timedOut) await this.worker.terminate();
+      this.port?.close();
+    }
+    unmap(this.runMap);
+    closeQuietly(this.sock);
+    closeQuietly(this.vmmEnd);
+    closeQuietly(this.runFd);
+    closeQuietly(this.kickFd);
+  }
+}

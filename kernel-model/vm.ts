@@ -1,0 +1,225 @@
+// A VM: its fd's ioctls, memslots, vCPUs and the devices on its buses, owned by the main thread.
+//
+// The main thread validates every change (so errnos and ordering match the kernel) and then publishes
+// it to the running vCPU threads, each of which gets its own dup of any fd involved.
+
+import { IoctlRequest } from '../proto/control';
+import { EEXIST, EFAULT, EINVAL, ENOTTY } from '../proto/errno';
+import {
+  ENABLE_CAP, ioctlDir, ioctlSize, IOC_WRITE, KVM_CHECK_EXTENSION, KVM_CREATE_VCPU, KVM_ENABLE_CAP,
+  KVM_MAX_VCPU_IDS, KVM_MAX_VCPUS, KVM_MEM_READONLY, KVM_SET_USER_MEMORY_REGION, MEMREGION, PAGE_SIZE,
+} from '../proto/kvm-uapi';
+import { closeQuietly, dup, fileSize, sameFile } from '../proto/os';
+import { Backing, Memslots } from './memslots';
+import { fail, Handler, ReceivedFds, Reply, SocketServer } from './server';
+import { VcpuHandle } from './vcpu';
+import type { VcpuConfig, VcpuUpdate } from './vcpu-thread';
+import type { DeviceDesc } from './worker-devices';
+
+/** A device as the VM keeps it: the description its vCPUs get, and the fds the VM holds for it. */
+export interface VmDevice {
+  desc: Omit<DeviceDesc, 'fds'>;
+  fds: number[];
+}
+
+/** A VM ioctl handler that a feature (ioeventfd, ioregionfd, irqfd) adds to the VM. */
+export type VmIoctl = (vm: Vm, req: IoctlRequest, fds: ReceivedFds) => Reply;
+
+/** A feature's hooks: its ioctls, its KVM_ENABLE_CAP capabilities, and cleanup at VM destruction. */
+export interface VmFeature {
+  ioctls?: Record<number, VmIoctl>;
+  enableCap?: Record<number, (vm: Vm, args: bigint[]) => void>;
+  destroy?: (vm: Vm) => void;
+}
+
+/** Words of the VM-wide SharedArrayBuffer (interrupt controller state, ioregionfd locks). */
+export const VM_SHARED_BYTES = 64 * 1024;
+
+export class Vm {
+  readonly memslots = new Memslots();
+  private readonly backings: Backing[] = [];
+  private nextBackingKey = 1;
+  readonly vcpus = new Map<number, VcpuHandle>();
+  readonly shared = new SharedArrayBuffer(VM_SHARED_BYTES);
+  readonly config: VcpuConfig = { wire: 'v3', failureExit: false, irqchip: false };
+  /** Devices in registration order (the order vCPU threads must register them in too). */
+  readonly devices = new Map<number, VmDevice>();
+  private nextDeviceKey = 1;
+  /** Per-feature state, keyed by feature name. */
+  readonly state = new Map<string, unknown>();
+  private readonly server: SocketServer;
+  private destroyed = false;
+
+  constructor(
+    fd: number,
+    private readonly features: VmFeature[],
+    private readonly checkExtension: (cap: bigint) => number,
+    private readonly onDestroyed: (vm: Vm) => void,
+  ) {
+    this.server = new SocketServer(fd, this.handle, () => void this.destroy());
+  }
+
+  private readonly handle: Handler = (req, fds) => {
+    const size = ioctlSize(req.request);
+    // copy_from_user of the argument struct: a short buffer faults.
+    if (ioctlDir(req.request) & IOC_WRITE && req.data.length < size) {
+      throw fail(EFAULT, `argument of ioctl 0x${req.request.toString(16)} is ${req.data.length} bytes, needs ${size}`);
+    }
+    switch (req.request) {
+      case KVM_CREATE_VCPU:
+        return this.createVcpu(req.arg);
+      case KVM_SET_USER_MEMORY_REGION:
+        return this.setMemoryRegion(req.data, fds);
+      case KVM_CHECK_EXTENSION:
+        return { ret: this.checkExtension(req.arg) };
+      case KVM_ENABLE_CAP:
+        return this.enableCap(req.data);
+    }
+    for (const f of this.features) {
+      const h = f.ioctls?.[req.request];
+      if (h) return h(this, req, fds);
+    }
+    // x86's kvm_arch_vm_ioctl answers unknown ioctls with ENOTTY.
+    throw fail(ENOTTY, `unknown VM ioctl 0x${req.request.toString(16)}`);
+  };
+
+  /** KVM_CREATE_VCPU, with kvm_vm_ioctl_create_vcpu's checks in its order. */
+  private createVcpu(arg: bigint): Reply {
+    if (arg >= BigInt(KVM_MAX_VCPU_IDS)) throw fail(EINVAL, `vcpu id ${arg} >= KVM_MAX_VCPU_IDS (${KVM_MAX_VCPU_IDS})`);
+    const id = Number(arg);
+    if (this.vcpus.size >= KVM_MAX_VCPUS) throw fail(EINVAL, `VM already has KVM_MAX_VCPUS (${KVM_MAX_VCPUS}) vCPUs`);
+    if (this.vcpus.has(id)) throw fail(EEXIST, `vcpu id ${id} already exists`);
+    const v = new VcpuHandle(id, this.shared, () => this.initialState());
+    this.vcpus.set(id, v);
+    return { ret: 0, fds: v.replyFds() };
+  }
+
+  /** KVM_SET_USER_MEMORY_REGION: the memfd travels beside the ioctl; userspace_addr is the offset in it. */
+  private setMemoryRegion(data: Buffer, fds: ReceivedFds): Reply {
+    const m = {
+      slot: data.readUInt32LE(MEMREGION.slot),
+      flags: data.readUInt32LE(MEMREGION.flags),
+      guestPhysAddr: data.readBigUInt64LE(MEMREGION.guest_phys_addr),
+      memorySize: data.readBigUInt64LE(MEMREGION.memory_size),
+      userspaceAddr: data.readBigUInt64LE(MEMREGION.userspace_addr),
+    };
+    const { change, backing } = this.memslots.check(m, () => this.backingFor(fds));
+    if (change === 'none') return { ret: 0 };
+    const old = this.memslots.apply(m, change, backing);
+    if (old && !this.memslots.uses(old.backing)) this.dropBacking(old.backing);
+    if (backing && !this.memslots.uses(backing)) this.dropBacking(backing);
+    this.publish(() => this.memslotUpdate());
+    return { ret: 0 };
+  }
+
+  /** The attached memfd as a Backing, reusing an existing one for the same file (kcmp) so fds don't pile up. */
+  private backingFor(fds: ReceivedFds): Backing | undefined {
+    const fd = fds.takeFirst();
+    if (fd === undefined) return undefined;
+    for (const b of this.backings) {
+      if (sameFile(b.fd, fd)) {
+        closeQuietly(fd);
+        b.size = fileSize(b.fd);
+        return b;
+      }
+    }
+    let size: number;
+    try {
+      size = fileSize(fd);
+    } catch {
+      closeQuietly(fd);
+      return undefined;
+    }
+    const b = { key: this.nextBackingKey++, fd, size };
+    this.backings.push(b);
+    return b;
+  }
+
+  private dropBacking(b: Backing): void {
+    const i = this.backings.indexOf(b);
+    if (i < 0) return;
+    this.backings.splice(i, 1);
+    closeQuietly(b.fd);
+  }
+
+  /** The full memslot list for one vCPU thread, with a fresh dup of the memfd for each slot it maps. */
+  private memslotUpdate(): VcpuUpdate {
+    const slots = this.memslots.slots.map((s) => ({
+      key: s.key, gpa: s.gpa, size: Number(s.size), offset: s.offset, readonly: (s.flags & KVM_MEM_READONLY) !== 0,
+    }));
+    const fds: [number, number][] = this.memslots.slots.map((s) => [s.key, dup(s.backing.fd)]);
+    return { type: 'memslots', slots, fds };
+  }
+
+  private initialState(): VcpuUpdate[] {
+    return [
+      { type: 'config', config: { ...this.config } },
+      this.memslotUpdate(),
+      { type: 'devices', add: [...this.devices.values()].map((d) => this.describe(d)), remove: [] },
+    ];
+  }
+
+  private describe(d: VmDevice): DeviceDesc {
+    return { ...d.desc, fds: d.fds.map(dup) } as DeviceDesc;
+  }
+
+  /** Send an update to every running vCPU thread (each build() call dups fds for that thread). */
+  publish(build: () => VcpuUpdate): void {
+    for (const v of this.vcpus.values()) v.post(build);
+  }
+
+  /** Add a device the caller validated; the VM takes ownership of its fds. Returns its key. */
+  addDevice(desc: Omit<DeviceDesc, 'fds' | 'key'>, fds: number[]): number {
+    const key = this.nextDeviceKey++;
+    const d: VmDevice = { desc: { ...desc, key } as Omit<DeviceDesc, 'fds'>, fds };
+    this.devices.set(key, d);
+    this.publish(() => ({ type: 'devices', add: [this.describe(d)], remove: [] }));
+    return key;
+  }
+
+  /** Remove a device and release the VM's fds for it (each vCPU thread releases its own dups). */
+  removeDevice(key: number): void {
+    const d = this.devices.get(key);
+    if (!d) return;
+    this.devices.delete(key);
+    this.publish(() => ({ type: 'devices', add: [], remove: [key] }));
+    d.fds.forEach(closeQuietly);
+  }
+
+  setConfig(c: Partial<VcpuConfig>): void {
+    Object.assign(this.config, c);
+    this.publish(() => ({ type: 'config', config: { ...c } }));
+  }
+
+  /** KVM_ENABLE_CAP on the VM: flags must be 0; unknown capabilities are EINVAL. */
+  private enableCap(data: Buffer): Reply {
+    const cap = data.readUInt32LE(ENABLE_CAP.cap);
+    const flags = data.readUInt32LE(ENABLE_CAP.flags);
+    const args = [0, 1, 2, 3].map((i) => data.readBigUInt64LE(ENABLE_CAP.args + 8 * i));
+    if (flags) throw fail(EINVAL, `kvm_enable_cap.flags must be 0, got 0x${flags.toString(16)}`);
+    for (const f of this.features) {
+      const h = f.enableCap?.[cap];
+      if (h) {
+        h(this, args);
+        return { ret: 0 };
+      }
+    }
+    throw fail(EINVAL, `capability ${cap} cannot be enabled on this VM`);
+  }
+
+  /** Destroy the VM (its fd closed, or the system fd closed): stop vCPUs, release every fd. */
+  async destroy(): Promise<void> {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    this.server.close();
+    await Promise.all([...this.vcpus.values()].map((v) => v.destroy()));
+    for (const f of this.features) f.destroy?.(this);
+    for (const d of this.devices.values()) d.fds.forEach(closeQuietly);
+    this.devices.clear();
+    for (const b of this.backings) closeQuietly(b.fd);
+    this.backings.length = 0;
+    this.onDestroyed(this);
+  }
+}
+
+export { PAGE_SIZE };

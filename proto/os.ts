@@ -1,0 +1,388 @@
+// The OS primitives every role needs (sockets with SCM_RIGHTS, eventfd, memfd + mmap, poll), over koffi.
+//
+// Failures surface as SyscallError with the errno; nothing here throws anything else for an OS error.
+// Each thread that loads this module gets its own native scratch block for msghdr building, so the
+// functions are safe to call from the kernel-model's vCPU worker threads.
+
+import * as fs from 'fs';
+import koffi from 'koffi';
+import { EAGAIN, EINTR } from './errno';
+import { SyscallError } from './errors';
+
+const libc = koffi.load('libc.so.6');
+
+const c = {
+  socketpair: libc.func('int socketpair(int domain, int type, int protocol, _Out_ int *sv)'),
+  sendmsg: libc.func('long sendmsg(int fd, void *msg, int flags)'),
+  recvmsg: libc.func('long recvmsg(int fd, void *msg, int flags)'),
+  read: libc.func('long read(int fd, void *buf, size_t count)'),
+  write: libc.func('long write(int fd, const void *buf, size_t count)'),
+  recv: libc.func('long recv(int fd, void *buf, size_t len, int flags)'),
+  send: libc.func('long send(int fd, const void *buf, size_t len, int flags)'),
+  close: libc.func('int close(int fd)'),
+  shutdown: libc.func('int shutdown(int fd, int how)'),
+  fcntl: libc.func('int fcntl(int fd, int cmd, int arg)'),
+  eventfd: libc.func('int eventfd(unsigned int initval, int flags)'),
+  memfd_create: libc.func('int memfd_create(const char *name, unsigned int flags)'),
+  ftruncate: libc.func('int ftruncate(int fd, long length)'),
+  mmap: libc.func('void *mmap(void *addr, size_t length, int prot, int flags, int fd, long offset)'),
+  munmap: libc.func('int munmap(void *addr, size_t length)'),
+  poll: libc.func('int poll(void *fds, unsigned long nfds, int timeout)'),
+  pipe2: libc.func('int pipe2(_Out_ int *fds, int flags)'),
+  syscall5: libc.func('long syscall(long number, long a, long b, long c, long d, long e)'),
+  prctl: libc.func('int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5)'),
+  getppid: libc.func('int getppid(void)'),
+  getpid: libc.func('int getpid(void)'),
+};
+
+export const AF_UNIX = 1;
+export const SOCK_STREAM = 1;
+export const SOCK_SEQPACKET = 5;
+export const SOCK_CLOEXEC = 0o2000000;
+export const O_NONBLOCK = 0o4000;
+export const O_CLOEXEC = 0o2000000;
+export const EFD_CLOEXEC = 0o2000000;
+export const EFD_NONBLOCK = 0o4000;
+export const EFD_SEMAPHORE = 1;
+export const MFD_CLOEXEC = 1;
+export const POLLIN = 0x1;
+export const POLLOUT = 0x4;
+export const POLLERR = 0x8;
+export const POLLHUP = 0x10;
+export const POLLNVAL = 0x20;
+export const MSG_DONTWAIT = 0x40;
+export const MSG_NOSIGNAL = 0x4000;
+export const SHUT_RDWR = 2;
+const MSG_TRUNC = 0x20;
+const MSG_CTRUNC = 0x8;
+const MSG_CMSG_CLOEXEC = 0x40000000;
+const F_GETFD = 1;
+const F_GETFL = 3;
+const F_SETFL = 4;
+const F_DUPFD_CLOEXEC = 1030;
+const PROT_READ = 1;
+const PROT_WRITE = 2;
+const MAP_SHARED = 1;
+const MAP_FAILED = 0xffffffffffffffffn;
+const SYS_kcmp = 312;
+const KCMP_FILE = 0;
+const PR_SET_PDEATHSIG = 1;
+const SOL_SOCKET = 1;
+const SCM_RIGHTS = 1;
+/** The kernel's SCM_MAX_FD: at most this many fds travel in one message. */
+export const SCM_MAX_FD = 253;
+/** Largest control-plane message we send or accept. */
+export const MAX_MESSAGE = 64 * 1024;
+
+function fail(syscall: string): never {
+  throw new SyscallError(syscall, koffi.errno());
+}
+
+/** Run a syscall wrapper again while it fails with EINTR. */
+function retry(fn: () => number | bigint): number {
+  for (;;) {
+    const r = Number(fn());
+    if (r !== -1 || koffi.errno() !== EINTR) return r;
+  }
+}
+
+// Native scratch block for sendmsg/recvmsg: msghdr @0, iovec @64, control @128, payload @2048.
+const SCRATCH_MSGHDR = 0;
+const SCRATCH_IOV = 64;
+const SCRATCH_CONTROL = 128;
+const SCRATCH_DATA = 2048;
+const CONTROL_CAPACITY = SCRATCH_DATA - SCRATCH_CONTROL;
+const scratchAddr: bigint = koffi.alloc('uint8', SCRATCH_DATA + MAX_MESSAGE) as bigint;
+const scratch = new DataView(koffi.view(scratchAddr, SCRATCH_DATA + MAX_MESSAGE));
+const scratchBytes = new Uint8Array(scratch.buffer);
+
+function cmsgSpace(nfds: number): number {
+  return 16 + ((nfds * 4 + 7) & ~7);
+}
+
+function fillMsghdr(len: number, controlLen: number): void {
+  scratch.setBigUint64(SCRATCH_MSGHDR + 0, 0n, true); // msg_name
+  scratch.setUint32(SCRATCH_MSGHDR + 8, 0, true); // msg_namelen
+  scratch.setBigUint64(SCRATCH_MSGHDR + 16, scratchAddr + BigInt(SCRATCH_IOV), true); // msg_iov
+  scratch.setBigUint64(SCRATCH_MSGHDR + 24, 1n, true); // msg_iovlen
+  scratch.setBigUint64(SCRATCH_MSGHDR + 32, controlLen ? scratchAddr + BigInt(SCRATCH_CONTROL) : 0n, true);
+  scratch.setBigUint64(SCRATCH_MSGHDR + 40, BigInt(controlLen), true); // msg_controllen
+  scratch.setInt32(SCRATCH_MSGHDR + 48, 0, true); // msg_flags
+  scratch.setBigUint64(SCRATCH_IOV + 0, scratchAddr + BigInt(SCRATCH_DATA), true);
+  scratch.setBigUint64(SCRATCH_IOV + 8, BigInt(len), true);
+}
+
+/** socketpair(AF_UNIX, type | SOCK_CLOEXEC): both ends blocking. */
+export function socketpair(type: 'seqpacket' | 'stream'): [number, number] {
+  const sv = [0, 0];
+  const t = (type === 'seqpacket' ? SOCK_SEQPACKET : SOCK_STREAM) | SOCK_CLOEXEC;
+  if (c.socketpair(AF_UNIX, t, 0, sv) !== 0) fail('socketpair');
+  return [sv[0], sv[1]];
+}
+
+/** pipe2(O_CLOEXEC): [read end, write end], both blocking. */
+export function pipe(): [number, number] {
+  const fds = [0, 0];
+  if (c.pipe2(fds, O_CLOEXEC) !== 0) fail('pipe2');
+  return [fds[0], fds[1]];
+}
+
+/** sendmsg() one message with optional SCM_RIGHTS fds; MSG_NOSIGNAL, so a dead peer is EPIPE, not SIGPIPE. */
+export function sendMessage(fd: number, data: Uint8Array, fds: readonly number[] = [], flags = 0): void {
+  if (data.length > MAX_MESSAGE) throw new SyscallError('sendmsg', 90 /* EMSGSIZE */);
+  if (fds.length > SCM_MAX_FD) throw new SyscallError('sendmsg', 22);
+  scratchBytes.set(data, SCRATCH_DATA);
+  let controlLen = 0;
+  if (fds.length) {
+    controlLen = cmsgSpace(fds.length);
+    scratch.setBigUint64(SCRATCH_CONTROL + 0, BigInt(16 + 4 * fds.length), true); // cmsg_len
+    scratch.setInt32(SCRATCH_CONTROL + 8, SOL_SOCKET, true);
+    scratch.setInt32(SCRATCH_CONTROL + 12, SCM_RIGHTS, true);
+    fds.forEach((f, i) => scratch.setInt32(SCRATCH_CONTROL + 16 + 4 * i, f, true));
+  }
+  fillMsghdr(data.length, controlLen);
+  const r = retry(() => c.sendmsg(fd, scratchAddr + BigInt(SCRATCH_MSGHDR), flags | MSG_NOSIGNAL));
+  if (r < 0) fail('sendmsg');
+  if (r !== data.length) throw new SyscallError('sendmsg (short)', 5 /* EIO */);
+}
+
+export interface ReceivedMessage {
+  data: Buffer;
+  fds: number[];
+}
+
+/**
+ * recvmsg() one message and any SCM_RIGHTS fds (received close-on-exec). Returns null at EOF and,
+ * with MSG_DONTWAIT, undefined when nothing is waiting. A truncated message or fd list is EMSGSIZE:
+ * the fds that did arrive are closed so nothing leaks.
+ */
+export function receiveMessage(fd: number, flags = 0): ReceivedMessage | null | undefined {
+  fillMsghdr(MAX_MESSAGE, CONTROL_CAPACITY);
+  const r = retry(() => c.recvmsg(fd, scratchAddr + BigInt(SCRATCH_MSGHDR), flags | MSG_CMSG_CLOEXEC));
+  if (r < 0) {
+    if (koffi.errno() === EAGAIN && flags & MSG_DONTWAIT) return undefined;
+    fail('recvmsg');
+  }
+  const fds: number[] = [];
+  const controlLen = Number(scratch.getBigUint64(SCRATCH_MSGHDR + 40, true));
+  let off = 0;
+  while (off + 16 <= controlLen) {
+    const len = Number(scratch.getBigUint64(SCRATCH_CONTROL + off, true));
+    if (len < 16) break;
+    const level = scratch.getInt32(SCRATCH_CONTROL + off + 8, true);
+    const type = scratch.getInt32(SCRATCH_CONTROL + off + 12, true);
+    if (level === SOL_SOCKET && type === SCM_RIGHTS) {
+      for (let p = 16; p + 4 <= len; p += 4) fds.push(scratch.getInt32(SCRATCH_CONTROL + off + p, true));
+    }
+    off += (len + 7) & ~7;
+  }
+  const msgFlags = scratch.getInt32(SCRATCH_MSGHDR + 48, true);
+  if (msgFlags & (MSG_TRUNC | MSG_CTRUNC)) {
+    fds.forEach((f) => c.close(f));
+    throw new SyscallError('recvmsg (truncated)', 90 /* EMSGSIZE */);
+  }
+  if (r === 0 && fds.length === 0) return null;
+  return { data: Buffer.from(scratchBytes.subarray(SCRATCH_DATA, SCRATCH_DATA + r)), fds };
+}
+
+/** read(2) into buf[off..off+len); returns bytes read (0 = EOF). Throws on error, EAGAIN included. */
+export function read(fd: number, buf: Uint8Array, off = 0, len = buf.length - off): number {
+  const r = retry(() => c.read(fd, off ? buf.subarray(off, off + len) : buf, len));
+  if (r < 0) fail('read');
+  return r;
+}
+
+/** write(2) from buf[off..off+len); returns bytes written. Throws on error, EAGAIN and EPIPE included. */
+export function write(fd: number, buf: Uint8Array, off = 0, len = buf.length - off): number {
+  const r = retry(() => c.write(fd, off ? buf.subarray(off, off + len) : buf, len));
+  if (r < 0) fail('write');
+  return r;
+}
+
+/**
+ * The raw result of read(2)/write(2) with errno, for hot paths that branch on EAGAIN/EPIPE without the
+ * cost of an exception: returns n >= 0, or -errno.
+ */
+export function readRaw(fd: number, buf: Uint8Array, len = buf.length): number {
+  for (;;) {
+    const r = Number(c.read(fd, buf, len));
+    if (r >= 0) return r;
+    const e = koffi.errno();
+    if (e !== EINTR) return -e;
+  }
+}
+
+/** See readRaw. Uses send(MSG_NOSIGNAL) on sockets so a dead peer gives -EPIPE rather than SIGPIPE. */
+export function writeRaw(fd: number, buf: Uint8Array, len = buf.length, isSocket = false): number {
+  for (;;) {
+    const r = Number(isSocket ? c.send(fd, buf, len, MSG_NOSIGNAL) : c.write(fd, buf, len));
+    if (r >= 0) return r;
+    const e = koffi.errno();
+    if (e !== EINTR) return -e;
+  }
+}
+
+/** close(2); closing an fd that is already closed is reported, not ignored. */
+export function close(fd: number): void {
+  if (c.close(fd) !== 0) fail('close');
+}
+
+/** close(2) ignoring errors: for cleanup paths where the fd may already be gone. */
+export function closeQuietly(fd: number): void {
+  if (fd >= 0) c.close(fd);
+}
+
+/** shutdown(fd, SHUT_RDWR): wakes any thread blocked reading the socket (read returns 0). */
+export function shutdown(fd: number): void {
+  c.shutdown(fd, SHUT_RDWR);
+}
+
+/** True when fd is an open descriptor in this process. */
+export function isOpen(fd: number): boolean {
+  return fd >= 0 && c.fcntl(fd, F_GETFD, 0) >= 0;
+}
+
+/** fcntl(F_DUPFD_CLOEXEC): a second descriptor for the same open file description. */
+export function dup(fd: number): number {
+  const r = c.fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (r < 0) fail('fcntl(F_DUPFD_CLOEXEC)');
+  return r;
+}
+
+/** The file status flags (O_NONBLOCK etc.); -errno on failure, for the hot path. */
+export function getStatusFlags(fd: number): number {
+  const r = c.fcntl(fd, F_GETFL, 0);
+  return r < 0 ? -koffi.errno() : r;
+}
+
+/** Set or clear O_NONBLOCK on the open file description (shared by every dup and SCM_RIGHTS copy). */
+export function setNonBlocking(fd: number, on: boolean): void {
+  const flags = c.fcntl(fd, F_GETFL, 0);
+  if (flags < 0) fail('fcntl(F_GETFL)');
+  if (c.fcntl(fd, F_SETFL, on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK) < 0) fail('fcntl(F_SETFL)');
+}
+
+/** eventfd(2), close-on-exec. */
+export function eventfd(initval = 0, flags = 0): number {
+  const r = c.eventfd(initval, flags | EFD_CLOEXEC);
+  if (r < 0) fail('eventfd');
+  return r;
+}
+
+const counterBuf = new BigUint64Array(1);
+const counterBytes = new Uint8Array(counterBuf.buffer);
+
+/** Add n to an eventfd counter (a write of 8 bytes). */
+export function eventfdWrite(fd: number, n = 1n): void {
+  counterBuf[0] = n;
+  const r = retry(() => c.write(fd, counterBytes, 8));
+  if (r < 0) fail('write(eventfd)');
+}
+
+/** Read and reset an eventfd counter; undefined when it is zero and the fd is non-blocking. */
+export function eventfdRead(fd: number): bigint | undefined {
+  const r = retry(() => c.read(fd, counterBytes, 8));
+  if (r < 0) {
+    if (koffi.errno() === EAGAIN) return undefined;
+    fail('read(eventfd)');
+  }
+  return counterBuf[0];
+}
+
+/** memfd_create(2) + ftruncate(2): anonymous shared memory of `size` bytes. */
+export function memfd(name: string, size: number | bigint): number {
+  const fd = c.memfd_create(name, MFD_CLOEXEC);
+  if (fd < 0) fail('memfd_create');
+  if (c.ftruncate(fd, BigInt(size)) !== 0) {
+    const e = koffi.errno();
+    c.close(fd);
+    throw new SyscallError('ftruncate', e);
+  }
+  return fd;
+}
+
+/** A MAP_SHARED mapping: its address and a zero-copy ArrayBuffer over it. */
+export interface Mapping {
+  addr: bigint;
+  size: number;
+  buffer: ArrayBuffer;
+}
+
+/** mmap(fd, offset, size, PROT_READ|PROT_WRITE, MAP_SHARED). */
+export function mapShared(fd: number, size: number, offset: number | bigint = 0): Mapping {
+  const addr = c.mmap(null, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, BigInt(offset)) as bigint;
+  if (addr === MAP_FAILED || addr === -1n) fail('mmap');
+  return { addr, size, buffer: koffi.view(addr, size) };
+}
+
+/** munmap(2). The ArrayBuffer of the mapping must not be touched afterwards. */
+export function unmap(m: Mapping): void {
+  if (c.munmap(m.addr, m.size) !== 0) fail('munmap');
+}
+
+/** Size of the file behind fd (fstat st_size). */
+export function fileSize(fd: number): number {
+  return fs.fstatSync(fd).size;
+}
+
+/**
+ * Reusable poll(2) set: fill fds/events, call wait(), read revents. Kept as a class so the hot path
+ * allocates nothing.
+ */
+export class PollSet {
+  private readonly buf: Buffer;
+  private readonly view: DataView;
+  constructor(readonly capacity: number) {
+    this.buf = Buffer.alloc(8 * capacity);
+    this.view = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.length);
+  }
+  set(i: number, fd: number, events: number): void {
+    this.view.setInt32(8 * i, fd, true);
+    this.view.setInt16(8 * i + 4, events, true);
+    this.view.setInt16(8 * i + 6, 0, true);
+  }
+  revents(i: number): number {
+    return this.view.getInt16(8 * i + 6, true);
+  }
+  /** poll(2) on the first n entries; returns the number ready (0 on timeout). EINTR is retried. */
+  wait(n: number, timeoutMs: number): number {
+    const r = retry(() => c.poll(this.buf, n, timeoutMs));
+    if (r < 0) fail('poll');
+    return r;
+  }
+}
+
+/** kcmp(KCMP_FILE): true when two fds of this process refer to the same open file description. */
+export function sameFile(a: number, b: number): boolean {
+  if (a === b) return true;
+  const pid = c.getpid();
+  const r = Number(c.syscall5(SYS_kcmp, pid, pid, KCMP_FILE, a, b));
+  if (r < 0) fail('kcmp');
+  return r === 0;
+}
+
+/** What kind of file an fd is, from /proc/self/fd: 'eventfd', 'socket', 'pipe', 'memfd', 'file', ... */
+export function fdKind(fd: number): string {
+  let target: string;
+  try {
+    target = fs.readlinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    return 'closed';
+  }
+  if (target === 'anon_inode:[eventfd]') return 'eventfd';
+  if (target.startsWith('socket:')) return 'socket';
+  if (target.startsWith('pipe:')) return 'pipe';
+  if (target.startsWith('/memfd:')) return 'memfd';
+  if (target.startsWith('anon_inode:')) return target.slice('anon_inode:'.length);
+  return 'file';
+}
+
+/**
+ * Ask the kernel to SIGKILL this process when its parent dies, so a crashed VMM never leaves a
+ * kernel-model or device task behind. Exits at once if the parent is already gone.
+ */
+export function dieWithParent(): void {
+  const parent = c.getppid();
+  c.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0);
+  if (c.getppid() !== parent) process.exit(1);
+}
