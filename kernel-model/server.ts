@@ -101,7 +101,8 @@ export class SocketServer {
       let msg;
       try {
         msg = receiveMessage(this.fd, MSG_DONTWAIT);
-      } catch {
+      } catch (e) {
+        process.stderr.write(`kernel-model: control socket ${this.fd} failed: ${(e as Error).message}\n`);
         return this.close();
       }
       if (msg === undefined) return;
