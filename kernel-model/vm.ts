@@ -7,14 +7,14 @@ import { IoctlRequest } from '../proto/control';
 import { EEXIST, EFAULT, EINVAL, ENOTTY } from '../proto/errno';
 import {
   ENABLE_CAP, ioctlDir, ioctlSize, IOC_WRITE, KVM_CHECK_EXTENSION, KVM_CREATE_VCPU, KVM_ENABLE_CAP,
-  KVM_MAX_VCPU_IDS, KVM_MAX_VCPUS, KVM_MEM_READONLY, KVM_SET_USER_MEMORY_REGION, MEMREGION, PAGE_SIZE,
+  KVM_MAX_VCPU_IDS, KVM_MAX_VCPUS, KVM_MEM_READONLY, KVM_SET_USER_MEMORY_REGION, MEMREGION, NR_IOBUS_DEVS, PAGE_SIZE,
 } from '../proto/kvm-uapi';
 import { closeQuietly, dup, fileSize, sameFile } from '../proto/os';
 import { Backing, Memslots } from './memslots';
 import { fail, Handler, ReceivedFds, Reply, SocketServer } from './server';
 import { VcpuHandle } from './vcpu';
 import type { VcpuConfig, VcpuUpdate } from './vcpu-thread';
-import type { DeviceDesc } from './worker-devices';
+import type { BusName, DeviceDesc } from './worker-devices';
 
 /** A device as the VM keeps it: the description its vCPUs get, and the fds the VM holds for it. */
 export interface VmDevice {
@@ -184,6 +184,21 @@ export class Vm {
     this.devices.delete(key);
     this.publish(() => ({ type: 'devices', add: [], remove: [key] }));
     d.fds.forEach(closeQuietly);
+  }
+
+  /**
+   * kvm_io_bus_register_dev's limit: a bus holding NR_IOBUS_DEVS devices that are not ioeventfds is
+   * full for every further registration (ioeventfds included).
+   */
+  busFull(bus: BusName): boolean {
+    let n = 0;
+    for (const d of this.devices.values()) if (d.desc.bus === bus && d.desc.kind !== 'ioeventfd') n++;
+    return n > NR_IOBUS_DEVS - 1;
+  }
+
+  /** Devices on `bus` as the VM holds them (for collision checks). */
+  devicesOn(bus: BusName): VmDevice[] {
+    return [...this.devices.values()].filter((d) => d.desc.bus === bus);
   }
 
   setConfig(c: Partial<VcpuConfig>): void {

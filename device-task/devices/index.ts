@@ -1,0 +1,12 @@
+// The device registry: adding a device model is its own file plus one line here.
+
+import type { DeviceDefinition } from '../sdk/device-model';
+import { doorbell } from './doorbell';
+import { regfile } from './regfile';
+import { testdev } from './testdev';
+
+export const DEVICES: Record<string, DeviceDefinition> = {
+  [testdev.name]: testdev,
+  [regfile.name]: regfile,
+  [doorbell.name]: doorbell,
+};

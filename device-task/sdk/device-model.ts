@@ -1,0 +1,39 @@
+// What a device model is: the interface every device under device-task/devices/ implements.
+
+import type { EventSignal } from './eventfd';
+import type { GuestMemoryDma } from './guest-memory';
+
+/**
+ * A device model. It sees guest accesses as (offset into the region, size in bytes, value) plus the
+ * region's user_data, which tells regions apart when one device serves several. It must never throw
+ * for any offset or size: unknown registers read 0 and ignore writes.
+ */
+export interface DeviceModel {
+  /** A guest load of `size` bytes (1, 2, 4 or 8) at `offset`; the result is truncated to `size`. */
+  read(offset: bigint, size: number, userData: bigint): bigint;
+  /** A guest store; `value` holds the guest's `size` bytes zero-extended. */
+  write(offset: bigint, size: number, value: bigint, userData: bigint): void;
+  /** A named eventfd of the manifest became readable; `count` is the counter it held (doorbell writes). */
+  onEventfd?(name: string, count: bigint): void;
+  /** Back to power-on state. */
+  reset(): void;
+}
+
+/** What a model gets from its task: configuration, guest memory for DMA, its eventfds, a logger. */
+export interface DeviceContext {
+  config: Record<string, unknown>;
+  memory: GuestMemoryDma;
+  eventfds: Map<string, EventSignal>;
+  log(message: string): void;
+}
+
+/** A registry entry: devices are created by name. */
+export interface DeviceDefinition {
+  name: string;
+  description: string;
+  /** Size in bytes of the register window the model decodes (the conformance suite probes past it). */
+  regionSize: number;
+  /** Eventfds (by manifest name) whose readability wakes the model (doorbells); the others are outputs (irqfds). */
+  listen?: string[];
+  create(ctx: DeviceContext): DeviceModel;
+}

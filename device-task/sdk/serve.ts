@@ -1,0 +1,164 @@
+// The device task's main loop: read ioregionfd commands from each channel, call the model, answer
+// when KVM waits for an answer; wake the model on its doorbell eventfds; stop cleanly at EOF.
+//
+// One channel and nothing else to watch: a blocking read per command (one syscall, the fastest
+// path). Otherwise poll(2) over channels, doorbells and the lifeline. A peer that breaks the protocol
+// (a frame that is not 32 bytes, an unknown command, a torn frame at EOF) gets a log line, and the
+// task exits with EXIT_PROTOCOL: a device that cannot trust its command stream must not guess.
+
+import type { ChannelSpec, Transport } from '../../proto/device-task-manifest';
+import { EAGAIN, EPIPE, ECONNRESET, errnoName } from '../../proto/errno';
+import { ProtocolError } from '../../proto/errors';
+import {
+  decodeCmdInto, encodeResp, IOREGIONFD_CMD_READ, IOREGIONFD_MSG_SIZE, IoregionfdCmd, WireLayout,
+} from '../../proto/ioregionfd-wire';
+import { closeQuietly, eventfdRead, PollSet, POLLERR, POLLHUP, POLLIN, readRaw, writeRaw } from '../../proto/os';
+import { StreamFramer } from '../../proto/stream-framer';
+import type { DeviceModel } from './device-model';
+
+export const EXIT_OK = 0;
+export const EXIT_INTERNAL = 1;
+export const EXIT_PROTOCOL = 3;
+
+export interface ServeOptions {
+  channels: ChannelSpec[];
+  layout: WireLayout;
+  /** Doorbell eventfds to watch: name -> fd. Readable means the guest rang; the model's onEventfd runs. */
+  doorbells?: Map<string, number>;
+  /** EOF on this fd ends the task (for tasks whose channels KVM may keep open). */
+  lifelineFd?: number;
+  log?: (message: string) => void;
+}
+
+class Violation extends Error {}
+
+interface Channel {
+  spec: ChannelSpec;
+  open: boolean;
+  framer: StreamFramer | undefined;
+  isSocket: boolean;
+}
+
+/** Serve a model until every channel closes (or the lifeline does); returns the exit code. */
+export function serveDevice(model: DeviceModel, opts: ServeOptions): number {
+  const log = opts.log ?? ((m: string) => process.stderr.write(`device-task: ${m}\n`));
+  const layout = opts.layout;
+  const cmd: IoregionfdCmd = { cmd: 0, size: 0, resp: false, userData: 0n, offset: 0n, data: 0n };
+  const resp = new Uint8Array(IOREGIONFD_MSG_SIZE);
+  const respView = new DataView(resp.buffer);
+  const readBuf = new Uint8Array(64 * IOREGIONFD_MSG_SIZE);
+  const readView = new DataView(readBuf.buffer);
+  let current: Channel;
+
+  const channels: Channel[] = opts.channels.map((spec) => ({
+    spec, open: true, isSocket: spec.transport !== 'pipe', framer: undefined,
+  }));
+  for (const ch of channels) {
+    if (ch.spec.transport !== 'seqpacket') ch.framer = new StreamFramer((view, off) => handleFrame(view, off));
+  }
+
+  function handleFrame(view: DataView, off: number): void {
+    try {
+      decodeCmdInto(layout, view, off, cmd);
+    } catch (e) {
+      throw new Violation((e as ProtocolError).message);
+    }
+    let value = 0n;
+    if (cmd.cmd === IOREGIONFD_CMD_READ) {
+      if (!cmd.resp) throw new Violation(`READ at offset 0x${cmd.offset.toString(16)} without the resp bit`);
+      value = model.read(cmd.offset, cmd.size, cmd.userData);
+    } else {
+      model.write(cmd.offset, cmd.size, cmd.data, cmd.userData);
+    }
+    if (cmd.resp) respond(value);
+  }
+
+  function respond(value: bigint): void {
+    encodeResp(value, respView, 0);
+    let done = 0;
+    while (done < IOREGIONFD_MSG_SIZE) {
+      const n = writeRaw(current.spec.resp_fd, done ? resp.subarray(done) : resp, IOREGIONFD_MSG_SIZE - done, current.isSocket);
+      if (n < 0) {
+        // KVM's side is gone (VM destroyed): nothing left to answer on this channel.
+        if (-n === EPIPE || -n === ECONNRESET) return closeChannel(current);
+        throw new Error(`writing a response: ${errnoName(-n)}`);
+      }
+      done += n;
+    }
+  }
+
+  function closeChannel(ch: Channel): void {
+    if (!ch.open) return;
+    ch.open = false;
+    closeQuietly(ch.spec.cmd_fd);
+    if (ch.spec.resp_fd !== ch.spec.cmd_fd) closeQuietly(ch.spec.resp_fd);
+  }
+
+  /** One read from a channel; false at EOF. */
+  function pump(ch: Channel): boolean {
+    current = ch;
+    const seq = ch.spec.transport === 'seqpacket';
+    const n = readRaw(ch.spec.cmd_fd, readBuf, seq ? 2 * IOREGIONFD_MSG_SIZE : readBuf.length);
+    if (n < 0) {
+      if (-n === EAGAIN) return true;
+      if (-n === ECONNRESET) return false;
+      throw new Error(`reading commands: ${errnoName(-n)}`);
+    }
+    if (n === 0) {
+      if (ch.framer?.pending) throw new Violation(`EOF inside a frame (${ch.framer.pending} of ${IOREGIONFD_MSG_SIZE} bytes)`);
+      return false;
+    }
+    if (seq) {
+      if (n !== IOREGIONFD_MSG_SIZE) throw new Violation(`a ${n}-byte message where a ${IOREGIONFD_MSG_SIZE}-byte command belongs`);
+      handleFrame(readView, 0);
+    } else {
+      ch.framer!.push(readBuf.subarray(0, n));
+    }
+    return true;
+  }
+
+  const doorbells = [...(opts.doorbells ?? new Map()).entries()];
+  try {
+    if (channels.length === 1 && doorbells.length === 0) {
+      const ch = channels[0];
+      while (ch.open && pump(ch)) { /* serve */ }
+      closeChannel(ch);
+      return EXIT_OK;
+    }
+    const poll = new PollSet(channels.length + doorbells.length + 1);
+    for (;;) {
+      const live = channels.filter((c) => c.open);
+      if (live.length === 0 && opts.lifelineFd === undefined) return EXIT_OK;
+      let n = 0;
+      for (const c of live) poll.set(n++, c.spec.cmd_fd, POLLIN);
+      for (const [, fd] of doorbells) poll.set(n++, fd, POLLIN);
+      if (opts.lifelineFd !== undefined) poll.set(n++, opts.lifelineFd, POLLIN);
+      poll.wait(n, -1);
+      let i = 0;
+      for (const c of live) {
+        if (poll.revents(i++) & (POLLIN | POLLHUP | POLLERR) && !pump(c)) closeChannel(c);
+      }
+      for (const [name, fd] of doorbells) {
+        if (poll.revents(i++) & POLLIN) {
+          const count = eventfdRead(fd);
+          if (count) model.onEventfd?.(name, count);
+        }
+      }
+      if (opts.lifelineFd !== undefined && poll.revents(i) & (POLLIN | POLLHUP | POLLERR)) {
+        const b = new Uint8Array(1);
+        if (readRaw(opts.lifelineFd, b, 1) <= 0) return EXIT_OK;
+      }
+    }
+  } catch (e) {
+    if (e instanceof Violation) {
+      log(`protocol violation on channel ${channels.indexOf(current!)}: ${e.message}; closing`);
+      channels.forEach(closeChannel);
+      return EXIT_PROTOCOL;
+    }
+    log(`internal error: ${(e as Error).stack ?? e}`);
+    channels.forEach(closeChannel);
+    return EXIT_INTERNAL;
+  }
+}
+
+export type { Transport };

@@ -1,0 +1,96 @@
+// The device-task fd contract: how a spawned device task (any executable) learns which of its fds
+// carry ioregionfd commands, where responses go, how guest memory and eventfds arrive.
+//
+// The spawner puts a JSON manifest in the environment variable IOREGIONFD_DEVICE_TASK and passes every
+// fd the manifest names at exactly that number (3 and up). 64-bit numbers are hex strings ("0x1000").
+//
+//   {
+//     "version": 1,
+//     "device": "testdev",                      // which model (for our device-task/main.js)
+//     "config": { ... },                        // model-specific options
+//     "layout": "v3",                           // wire layout: "v3" (RFC v3) or "v1" (v1/v2 info word)
+//     "channels": [                             // one per (read_fd, write_fd) pair given to KVM_SET_IOREGION
+//       { "cmd_fd": 3, "resp_fd": 3, "transport": "seqpacket" }   // read commands from cmd_fd,
+//     ],                                                          // write responses to resp_fd
+//     "memory": [ { "fd": 4, "gpa": "0x0", "size": "0x400000", "offset": "0x0" } ],  // guest RAM
+//     "eventfds": { "doorbell": 5, "irq": 6 },  // named eventfds (ioeventfd / irqfd ends)
+//     "lifeline_fd": 7                          // EOF here = shut down cleanly
+//   }
+//
+// transport: "seqpacket" (one 32-byte frame per read), "stream" (frames may be split or coalesced),
+// "pipe" (cmd_fd and resp_fd are the ends of two different pipes).
+
+export const MANIFEST_ENV = 'IOREGIONFD_DEVICE_TASK';
+export const MANIFEST_VERSION = 1;
+
+export type Transport = 'seqpacket' | 'stream' | 'pipe';
+
+export interface ChannelSpec {
+  cmd_fd: number;
+  resp_fd: number;
+  transport: Transport;
+}
+
+export interface MemorySpec {
+  fd: number;
+  gpa: bigint;
+  size: bigint;
+  offset: bigint;
+}
+
+export interface DeviceTaskManifest {
+  version: number;
+  device: string;
+  config: Record<string, unknown>;
+  layout: 'v3' | 'v1';
+  channels: ChannelSpec[];
+  memory: MemorySpec[];
+  eventfds: Record<string, number>;
+  lifeline_fd?: number;
+}
+
+const hex = (v: bigint) => `0x${v.toString(16)}`;
+
+export function encodeManifest(m: DeviceTaskManifest): string {
+  return JSON.stringify({ ...m, memory: m.memory.map((r) => ({ fd: r.fd, gpa: hex(r.gpa), size: hex(r.size), offset: hex(r.offset) })) });
+}
+
+function fdField(v: unknown, what: string): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw new Error(`manifest: ${what} must be an fd number, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function u64Field(v: unknown, what: string): bigint {
+  if (typeof v !== 'string' || !/^0x[0-9a-f]+$/i.test(v)) throw new Error(`manifest: ${what} must be a hex string, got ${JSON.stringify(v)}`);
+  return BigInt(v);
+}
+
+/** Parse and check a manifest; throws Error naming the bad field. */
+export function parseManifest(text: string): DeviceTaskManifest {
+  let raw: Record<string, unknown>;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`manifest: not JSON: ${(e as Error).message}`);
+  }
+  if (raw.version !== MANIFEST_VERSION) throw new Error(`manifest: version ${JSON.stringify(raw.version)} is not ${MANIFEST_VERSION}`);
+  if (typeof raw.device !== 'string') throw new Error('manifest: device must be a string');
+  const layout = raw.layout ?? 'v3';
+  if (layout !== 'v3' && layout !== 'v1') throw new Error(`manifest: layout must be "v3" or "v1", got ${JSON.stringify(layout)}`);
+  const channels = ((raw.channels ?? []) as Record<string, unknown>[]).map((c, i) => {
+    const transport = c.transport;
+    if (transport !== 'seqpacket' && transport !== 'stream' && transport !== 'pipe') throw new Error(`manifest: channels[${i}].transport ${JSON.stringify(transport)} is unknown`);
+    return { cmd_fd: fdField(c.cmd_fd, `channels[${i}].cmd_fd`), resp_fd: fdField(c.resp_fd, `channels[${i}].resp_fd`), transport } as ChannelSpec;
+  });
+  const memory = ((raw.memory ?? []) as Record<string, unknown>[]).map((r, i) => ({
+    fd: fdField(r.fd, `memory[${i}].fd`), gpa: u64Field(r.gpa, `memory[${i}].gpa`),
+    size: u64Field(r.size, `memory[${i}].size`), offset: u64Field(r.offset, `memory[${i}].offset`),
+  }));
+  const eventfds: Record<string, number> = {};
+  for (const [k, v] of Object.entries((raw.eventfds ?? {}) as Record<string, unknown>)) eventfds[k] = fdField(v, `eventfds.${k}`);
+  return {
+    version: MANIFEST_VERSION, device: raw.device, config: (raw.config ?? {}) as Record<string, unknown>, layout,
+    channels, memory, eventfds,
+    lifeline_fd: raw.lifeline_fd === undefined ? undefined : fdField(raw.lifeline_fd, 'lifeline_fd'),
+  };
+}
