@@ -1,5 +1,8 @@
 // The kernel-model's optional features, one line each (ioeventfd, irqfd, ioregionfd plug in here).
 
+import { ioregionfdFeature } from './ioregionfd';
 import type { KvmFeature } from './kvm';
 
-export const FEATURES: KvmFeature[] = [];
+export const FEATURES: KvmFeature[] = [
+  ioregionfdFeature,
+];

@@ -11,28 +11,35 @@ export interface ReadResult {
 
 /**
  * A device on the bus. Return 0 when handled, EOPNOTSUPP when the access is not this device's (the
- * bus tries the next one), any other errno when it failed: the bus stops there (RFC v2+ behaviour).
+ * bus tries the next one), any other errno when it failed: the bus stops there (RFC v2+ behaviour),
+ * or DEVICE_GONE when the device was removed under an interrupted access.
  */
 export interface IoDevice {
   write(addr: bigint, len: number, value: bigint): number;
   read(addr: bigint, len: number, out: ReadResult): number;
 }
 
+/**
+ * Returned by a device whose registration went away while a vCPU was interrupted inside one of its
+ * accesses: the rest of that access becomes an ordinary KVM_EXIT_MMIO / KVM_EXIT_IO (RFC v3).
+ */
+export const DEVICE_GONE = -1;
+
 export interface IoRange<D> {
   addr: bigint;
-  /** 0 = matches only accesses starting exactly at addr (len-0 ioeventfd, size-0 ioregion). */
-  len: number;
+  /** 0n = matches only accesses starting exactly at addr (len-0 ioeventfd, size-0 ioregion). u64. */
+  len: bigint;
   dev: D;
   /** ioeventfds do not count toward NR_IOBUS_DEVS. */
   ioeventfd: boolean;
 }
 
 /** kvm_io_bus_cmp(r1, r2): r1 is an access (or a new range), r2 a registered range. */
-export function ioBusCmp(addr1: bigint, len1: number, addr2: bigint, len2: number): number {
+export function ioBusCmp(addr1: bigint, len1: number | bigint, addr2: bigint, len2: bigint): number {
   if (addr1 < addr2) return -1;
   if (len2) {
     addr1 += BigInt(len1);
-    addr2 += BigInt(len2);
+    addr2 += len2;
   }
   if (addr1 > addr2) return 1;
   return 0;
@@ -52,12 +59,13 @@ export class IoBus<D> {
   }
 
   /** Insert before the first range that compares greater, so equal ranges keep registration order. */
-  register(addr: bigint, len: number, dev: D, ioeventfd = false): number {
+  register(addr: bigint, len: number | bigint, dev: D, ioeventfd = false): number {
     const room = this.roomCheck();
     if (room) return room;
+    const size = BigInt(len);
     let i = 0;
-    while (i < this.ranges.length && ioBusCmp(this.ranges[i].addr, this.ranges[i].len, addr, len) <= 0) i++;
-    this.ranges.splice(i, 0, { addr, len, dev, ioeventfd });
+    while (i < this.ranges.length && ioBusCmp(this.ranges[i].addr, this.ranges[i].len, addr, size) <= 0) i++;
+    this.ranges.splice(i, 0, { addr, len: size, dev, ioeventfd });
     if (ioeventfd) this.ioeventfdCount++;
     return 0;
   }

@@ -6,7 +6,7 @@ import {
   KVM_API_VERSION, KVM_CAP_CHECK_EXTENSION_VM, KVM_CAP_ENABLE_CAP_VM, KVM_CAP_HLT, KVM_CAP_IMMEDIATE_EXIT,
   KVM_CAP_MAX_VCPU_ID, KVM_CAP_MAX_VCPUS, KVM_CAP_NR_MEMSLOTS, KVM_CAP_NR_VCPUS, KVM_CAP_READONLY_MEM,
   KVM_CAP_USER_MEMORY, KVM_CHECK_EXTENSION, KVM_CREATE_VM, KVM_GET_API_VERSION, KVM_GET_VCPU_MMAP_SIZE,
-  KVM_MAX_VCPU_IDS, KVM_MAX_VCPUS, KVM_USER_MEM_SLOTS, KVM_VCPU_MMAP_SIZE,
+  KVM_MAX_VCPU_IDS, KVM_MAX_VCPUS, KVM_SET_IOREGION, KVM_USER_MEM_SLOTS, KVM_VCPU_MMAP_SIZE,
 } from '../proto/kvm-uapi';
 import { socketpair } from '../proto/os';
 import { fail, Handler, SocketServer } from './server';
@@ -29,8 +29,14 @@ export class KvmSystem {
   private readonly vms = new Set<Vm>();
   private readonly caps: Map<number, number>;
   private readonly server: SocketServer;
+  private readonly ioctlAliases = new Map<number, number>();
 
   constructor(fd: number, private readonly features: KvmFeature[], opts: KvmOptions, private readonly onExit: () => void) {
+    if (opts.setIoregionIoctl !== KVM_SET_IOREGION) {
+      // The RFC's number then means nothing; the user's number reaches the KVM_SET_IOREGION handler.
+      this.ioctlAliases.set(opts.setIoregionIoctl, KVM_SET_IOREGION);
+      this.ioctlAliases.set(KVM_SET_IOREGION, 0);
+    }
     this.caps = new Map<number, number>([
       [KVM_CAP_USER_MEMORY, 1],
       [KVM_CAP_HLT, 1],
@@ -62,7 +68,7 @@ export class KvmSystem {
       case KVM_CREATE_VM: {
         if (req.arg !== 0n) throw fail(EINVAL, `VM type ${req.arg} is not supported (only 0, KVM_X86_DEFAULT_VM)`);
         const [ours, theirs] = socketpair('seqpacket');
-        this.vms.add(new Vm(ours, this.features, this.checkExtension, (vm) => this.vms.delete(vm)));
+        this.vms.add(new Vm(ours, this.features, this.checkExtension, this.ioctlAliases, (vm) => this.vms.delete(vm)));
         return { ret: 0, fds: [theirs] };
       }
       default:

@@ -3,7 +3,7 @@
 import koffi from 'koffi';
 import { decodeRequest, encodeReply, IoctlRequest } from '../proto/control';
 import { EINVAL, EIO, EBADF } from '../proto/errno';
-import { closeQuietly, MSG_DONTWAIT, receiveMessage, sendMessage } from '../proto/os';
+import { closeQuietly, dup, MSG_DONTWAIT, receiveMessage, sendMessage } from '../proto/os';
 
 /** Thrown by an ioctl handler to answer ret -1 with this errno; `detail` names the offending value. */
 export class IoctlFailure extends Error {
@@ -30,6 +30,7 @@ export interface Reply {
  */
 export class ReceivedFds {
   private readonly byNumber = new Map<number, number>();
+  private readonly taken = new Map<number, number>();
   constructor(numbers: number[], fds: number[]) {
     fds.forEach((fd, i) => {
       const n = numbers[i];
@@ -37,11 +38,17 @@ export class ReceivedFds {
       else this.byNumber.set(n, fd);
     });
   }
-  /** Claim the fd the caller knows as `number`; EBADF (the kernel's fdget failure) if none came. */
+  /**
+   * Claim the fd the caller knows as `number`; EBADF (the kernel's fdget failure) if none came. The
+   * same number in two fields (read_fd == write_fd) gives the second claim its own reference.
+   */
   take(number: number, field: string): number {
+    const again = this.taken.get(number);
+    if (again !== undefined) return dup(again);
     const fd = this.byNumber.get(number);
     if (fd === undefined) throw fail(EBADF, `${field} ${number} is not an open fd`);
     this.byNumber.delete(number);
+    this.taken.set(number, fd);
     return fd;
   }
   /** Look at an fd without claiming it. */

@@ -13,13 +13,13 @@ import { AccessSize, GuestCpu, installCpu, PortSize } from '../proto/guest-cpu';
 import {
   EMU_ATTN_IRQ, EMU_ATTN_KICK, EMU_ATTN_STOP, EMU_ATTN_UPDATE, KVM_EMU_SET_GUEST_ENTRY, KVM_EXIT_HLT,
   KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT, KVM_EXIT_MMIO,
-  KVM_EXIT_SHUTDOWN, KVM_GET_REGS, KVM_INTERNAL_ERROR_EMULATION, KVM_PIO_PAGE_OFFSET, KVM_RUN, KVM_SET_REGS,
+  KVM_EXIT_IOREGIONFD_FAILURE, KVM_EXIT_SHUTDOWN, KVM_GET_REGS, KVM_INTERNAL_ERROR_EMULATION, KVM_PIO_PAGE_OFFSET, KVM_RUN, KVM_SET_REGS,
   KVM_VCPU_MMAP_SIZE, PAGE_SIZE, REGS, REGS_SIZE, RUN, regOffset,
 } from '../proto/kvm-uapi';
 import {
   closeQuietly, eventfdRead, mapShared, Mapping, PollSet, POLLIN, receiveMessage, sendMessage, setNonBlocking, unmap,
 } from '../proto/os';
-import { busRead, busWrite, IoBus, IoDevice, ReadResult } from './io-bus';
+import { busRead, busWrite, DEVICE_GONE, IoBus, IoDevice, ReadResult } from './io-bus';
 import { GuestMemory, loadLE, MemslotDesc, storeLE } from './guest-memory';
 import { BusName, createWorkerDevice, DeviceDesc, WorkerDevice } from './worker-devices';
 
@@ -39,7 +39,19 @@ export interface VcpuWorkerData {
 export type VcpuUpdate =
   | { type: 'memslots'; slots: MemslotDesc[]; fds: [number, number][] }
   | { type: 'devices'; add: DeviceDesc[]; remove: number[] }
-  | { type: 'config'; config: Partial<VcpuConfig> };
+  | { type: 'config'; config: Partial<VcpuConfig> }
+  | { type: 'shared'; name: string; buffer: SharedArrayBuffer };
+
+/** What KVM_EXIT_IOREGIONFD_FAILURE reports about the access a device failed. */
+export interface IoFailure {
+  addr: bigint;
+  len: number;
+  isWrite: boolean;
+  isPio: boolean;
+  data: bigint;
+  userData: bigint;
+  errno: number;
+}
 
 export interface VcpuConfig {
   /** Wire layout of ioregionfd commands: 'v3' (default) or 'v1'. */
@@ -51,6 +63,8 @@ export interface VcpuConfig {
 
 const ATTN_INDEX = RUN.emu_kick / 4;
 const PIO_DATA = KVM_PIO_PAGE_OFFSET * PAGE_SIZE;
+/** x86 emulator's string-I/O read-ahead cache (struct read_cache's data[1024]). */
+const PIO_READ_AHEAD = 1024;
 const REPLY_OK = encodeReply({ ret: 0 });
 const REPLY_EINTR = encodeReply({ ret: -1, errno: EINTR });
 const ARG_REGS = ['rdi', 'rsi', 'rdx', 'rcx', 'r8', 'r9'] as const;
@@ -76,6 +90,10 @@ export class VcpuThread implements GuestCpu {
   private readonly port: MessagePort;
   readonly vmShared: SharedArrayBuffer;
   private readonly devices = new Map<number, WorkerDevice>();
+  /** VM-wide shared memory of features (e.g. ioregionfd locks and counters), by name. */
+  readonly shared = new Map<string, SharedArrayBuffer>();
+  /** Set by a device that failed an access, for the opt-in failure exit. */
+  ioFailure: IoFailure | undefined;
   private entry: GuestFn | undefined;
   private entryName = '';
   /** Set once guest code returned or threw: every later KVM_RUN reports the same exit. */
@@ -280,6 +298,13 @@ export class VcpuThread implements GuestCpu {
     if (w & EMU_ATTN_IRQ) this.deliverInterrupts();
   }
 
+  /** A signal check for long waits outside poll: throws on destruction, true (consumed) on a kick. */
+  checkSignal(): boolean {
+    const w = Atomics.load(this.attn, ATTN_INDEX);
+    if (w & EMU_ATTN_STOP) throw new VcpuStopped();
+    return (w & EMU_ATTN_KICK) !== 0 && this.consumeKick();
+  }
+
   /** Take a pending kick (the "signal"); true if there was one. */
   consumeKick(): boolean {
     const w = Atomics.and(this.attn, ATTN_INDEX, ~EMU_ATTN_KICK);
@@ -292,6 +317,7 @@ export class VcpuThread implements GuestCpu {
       const u = m.message as VcpuUpdate;
       if (u.type === 'memslots') this.mem.update(u.slots, new Map(u.fds));
       else if (u.type === 'config') Object.assign(this.config, u.config);
+      else if (u.type === 'shared') this.shared.set(u.name, u.buffer);
       else this.updateDevices(u.add, u.remove);
     }
   }
@@ -428,16 +454,24 @@ export class VcpuThread implements GuestCpu {
   }
 
   /**
-   * A device failure (errno other than EOPNOTSUPP) becomes KVM_EXIT_IOREGIONFD_FAILURE when the VM
-   * opted in; the device has already filled the failure fields. Otherwise the caller's ordinary exit
-   * stands, as in the RFC.
+   * A device failure (an errno, not EOPNOTSUPP / DEVICE_GONE) becomes KVM_EXIT_IOREGIONFD_FAILURE when
+   * the VM opted in. Otherwise the caller's ordinary KVM_EXIT_MMIO / KVM_EXIT_IO stands, as in the RFC.
    */
   private failureExit(e: number): boolean {
-    return e !== EOPNOTSUPP && this.config.failureExit && this.failureHook(e);
+    const f = this.ioFailure;
+    this.ioFailure = undefined;
+    if (e === EOPNOTSUPP || e === DEVICE_GONE || !this.config.failureExit || !f) return false;
+    const r = this.run;
+    r.setBigUint64(RUN.iofail_addr, f.addr, true);
+    r.setBigUint64(RUN.iofail_data, f.isWrite ? f.data : 0n, true);
+    r.setUint32(RUN.iofail_len, f.len, true);
+    r.setUint8(RUN.iofail_is_write, f.isWrite ? 1 : 0);
+    r.setUint8(RUN.iofail_is_pio, f.isPio ? 1 : 0);
+    r.setBigUint64(RUN.iofail_user_data, f.userData, true);
+    r.setInt32(RUN.iofail_errno, f.errno, true);
+    this.setExit(KVM_EXIT_IOREGIONFD_FAILURE);
+    return true;
   }
-
-  /** Installed by the ioregionfd model; returns true when it wrote a failure exit. */
-  failureHook: (errno: number) => boolean = () => false;
 
   /** Where the completing data of the current exit lives (mmio.data, or the failure exit's data). */
   private exitDataOffset(): number {
@@ -489,21 +523,28 @@ export class VcpuThread implements GuestCpu {
   inPort(port: number, size: PortSize): number {
     this.boundary();
     const e = busRead(this.pioBus, BigInt(port), size, this.rr);
-    let value: number;
+    let value = 0;
+    // in writes al/ax/eax.
+    const setRax = (): void => {
+      const rax = REGS.indexOf('rax');
+      const mask = (1n << BigInt(8 * size)) - 1n;
+      this.regs[rax] = (this.regs[rax] & ~mask) | BigInt(value);
+    };
     if (e === 0) {
       value = Number(this.rr.value);
+      setRax();
     } else {
       this.setPioExit(KVM_EXIT_IO_IN, port, size, 1);
+      // emulator_pio_in_out zeroes the data userspace is to fill.
+      this.runBytes.fill(0, PIO_DATA, PIO_DATA + size);
       if (!this.failureExit(e)) this.setExit(KVM_EXIT_IO);
-      value = 0;
+      // complete_fast_pio_in: RAX is written when the next KVM_RUN completes the access, even if
+      // that KVM_RUN then returns EINTR (immediate_exit), so KVM_GET_REGS sees it at once.
       this.exitToUser(() => {
         value = Number(loadLE(this.run, this.run.getUint32(RUN.exit_reason, true) === KVM_EXIT_IO ? PIO_DATA : RUN.iofail_data, size));
+        setRax();
       });
     }
-    // in writes al/ax/eax.
-    const rax = REGS.indexOf('rax');
-    const mask = (1n << BigInt(8 * size)) - 1n;
-    this.regs[rax] = (this.regs[rax] & ~mask) | BigInt(value);
     return value;
   }
 
@@ -514,7 +555,7 @@ export class VcpuThread implements GuestCpu {
     if (e === 0) return;
     this.setPioExit(KVM_EXIT_IO_OUT, port, size, 1);
     storeLE(this.run, PIO_DATA, size, v);
-    this.run.setBigUint64(RUN.iofail_data, v, true);
+    // (io.data_offset shares its offset with the failure exit's data: failureExit() writes that.)
     if (!this.failureExit(e)) this.setExit(KVM_EXIT_IO);
     this.exitToUser();
   }
@@ -536,16 +577,19 @@ export class VcpuThread implements GuestCpu {
   }
 
   /**
-   * rep ins/outs: each element is offered to the PIO bus; if the first is not handled in the kernel,
-   * the batch (as many elements as fit the PIO data page) exits to the VMM, as emulator_pio_in_out does.
+   * rep ins/outs in x86's emulator's batches (measured on a real /dev/kvm): ins reads ahead into its
+   * 1024-byte cache, at most to the end of the destination page, so one exit carries up to 1024 / size
+   * elements; outs goes one element per exit. Each element is offered to the PIO bus; if the first of
+   * a batch is not handled in the kernel, the batch exits to the VMM, as emulator_pio_in_out does.
    */
   private stringPio(port: number, size: PortSize, gpa: bigint, count: number, isIn: boolean): void {
-    this.boundary();
-    const perExit = PAGE_SIZE / size;
     let i = 0;
     while (i < count) {
+      // The emulator re-enters the guest between batches: an instruction boundary.
+      this.boundary();
       const addr = gpa + BigInt(i * size);
-      const chunk = Math.min(count - i, perExit);
+      // pio_in_emulated: min3(bytes left in the page, cache size / size, count), bytes against elements.
+      const chunk = isIn ? Math.min(count - i, PIO_READ_AHEAD / size, PAGE_SIZE - Number(addr & 0xfffn)) : 1;
       const el = new Uint8Array(size);
       const elView = new DataView(el.buffer);
       let e: number;
@@ -576,6 +620,7 @@ export class VcpuThread implements GuestCpu {
         const bytes = this.runBytes.subarray(PIO_DATA, PIO_DATA + chunk * size);
         if (isIn) {
           const got = new Uint8Array(chunk * size);
+          bytes.fill(0);
           this.exitToUser(() => got.set(bytes));
           this.copy(addr, got, true);
         } else {

@@ -14,11 +14,11 @@ import { Backing, Memslots } from './memslots';
 import { fail, Handler, ReceivedFds, Reply, SocketServer } from './server';
 import { VcpuHandle } from './vcpu';
 import type { VcpuConfig, VcpuUpdate } from './vcpu-thread';
-import type { BusName, DeviceDesc } from './worker-devices';
+import type { BusName, DeviceDesc, DeviceFields, DeviceInfo } from './worker-devices';
 
 /** A device as the VM keeps it: the description its vCPUs get, and the fds the VM holds for it. */
 export interface VmDevice {
-  desc: Omit<DeviceDesc, 'fds'>;
+  desc: DeviceInfo;
   fds: number[];
 }
 
@@ -47,6 +47,7 @@ export class Vm {
   private nextDeviceKey = 1;
   /** Per-feature state, keyed by feature name. */
   readonly state = new Map<string, unknown>();
+  private readonly sharedBuffers = new Map<string, SharedArrayBuffer>();
   private readonly server: SocketServer;
   private destroyed = false;
 
@@ -54,34 +55,44 @@ export class Vm {
     fd: number,
     private readonly features: VmFeature[],
     private readonly checkExtension: (cap: bigint) => number,
+    /** User-chosen ioctl numbers mapped to the model's (e.g. another KVM_SET_IOREGION number). */
+    private readonly ioctlAliases: Map<number, number>,
     private readonly onDestroyed: (vm: Vm) => void,
   ) {
     this.server = new SocketServer(fd, this.handle, () => void this.destroy());
   }
 
   private readonly handle: Handler = (req, fds) => {
+    req.request = this.ioctlAliases.get(req.request) ?? req.request;
+    const handler = this.ioctlHandler(req.request);
+    // x86's kvm_arch_vm_ioctl answers unknown ioctls with ENOTTY, whatever their argument (measured).
+    if (!handler) throw fail(ENOTTY, `unknown VM ioctl 0x${req.request.toString(16)}`);
     const size = ioctlSize(req.request);
     // copy_from_user of the argument struct: a short buffer faults.
     if (ioctlDir(req.request) & IOC_WRITE && req.data.length < size) {
       throw fail(EFAULT, `argument of ioctl 0x${req.request.toString(16)} is ${req.data.length} bytes, needs ${size}`);
     }
-    switch (req.request) {
+    return handler(req, fds);
+  };
+
+  /** The handler of a VM ioctl the model knows (its own, then the features'), or undefined. */
+  private ioctlHandler(request: number): Handler | undefined {
+    switch (request) {
       case KVM_CREATE_VCPU:
-        return this.createVcpu(req.arg);
+        return (req) => this.createVcpu(req.arg);
       case KVM_SET_USER_MEMORY_REGION:
-        return this.setMemoryRegion(req.data, fds);
+        return (req, fds) => this.setMemoryRegion(req.data, fds);
       case KVM_CHECK_EXTENSION:
-        return { ret: this.checkExtension(req.arg) };
+        return (req) => ({ ret: this.checkExtension(req.arg) });
       case KVM_ENABLE_CAP:
-        return this.enableCap(req.data);
+        return (req) => this.enableCap(req.data);
     }
     for (const f of this.features) {
-      const h = f.ioctls?.[req.request];
-      if (h) return h(this, req, fds);
+      const h = f.ioctls?.[request];
+      if (h) return (req, fds) => h(this, req, fds);
     }
-    // x86's kvm_arch_vm_ioctl answers unknown ioctls with ENOTTY.
-    throw fail(ENOTTY, `unknown VM ioctl 0x${req.request.toString(16)}`);
-  };
+    return undefined;
+  }
 
   /** KVM_CREATE_VCPU, with kvm_vm_ioctl_create_vcpu's checks in its order. */
   private createVcpu(arg: bigint): Reply {
@@ -151,8 +162,24 @@ export class Vm {
     return { type: 'memslots', slots, fds };
   }
 
+  /**
+   * A feature's VM-wide shared memory (locks, counters), created on first use and handed to every
+   * vCPU thread, now and later.
+   */
+  sharedBuffer(name: string, bytes: number): SharedArrayBuffer {
+    let b = this.sharedBuffers.get(name);
+    if (!b) {
+      const buffer = new SharedArrayBuffer(bytes);
+      this.sharedBuffers.set(name, buffer);
+      this.publish(() => ({ type: 'shared', name, buffer }));
+      b = buffer;
+    }
+    return b;
+  }
+
   private initialState(): VcpuUpdate[] {
     return [
+      ...[...this.sharedBuffers].map(([name, buffer]): VcpuUpdate => ({ type: 'shared', name, buffer })),
       { type: 'config', config: { ...this.config } },
       this.memslotUpdate(),
       { type: 'devices', add: [...this.devices.values()].map((d) => this.describe(d)), remove: [] },
@@ -160,7 +187,7 @@ export class Vm {
   }
 
   private describe(d: VmDevice): DeviceDesc {
-    return { ...d.desc, fds: d.fds.map(dup) } as DeviceDesc;
+    return { ...d.desc, fds: d.fds.map(dup) };
   }
 
   /** Send an update to every running vCPU thread (each build() call dups fds for that thread). */
@@ -169,9 +196,9 @@ export class Vm {
   }
 
   /** Add a device the caller validated; the VM takes ownership of its fds. Returns its key. */
-  addDevice(desc: Omit<DeviceDesc, 'fds' | 'key'>, fds: number[]): number {
+  addDevice(desc: DeviceFields, fds: number[]): number {
     const key = this.nextDeviceKey++;
-    const d: VmDevice = { desc: { ...desc, key } as Omit<DeviceDesc, 'fds'>, fds };
+    const d: VmDevice = { desc: { ...desc, key }, fds };
     this.devices.set(key, d);
     this.publish(() => ({ type: 'devices', add: [this.describe(d)], remove: [] }));
     return key;

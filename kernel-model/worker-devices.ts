@@ -5,20 +5,30 @@
 // shared between threads and closing one never races with another thread using it.
 
 import type { IoDevice } from './io-bus';
+import { createIoregionDevice } from './ioregion-device';
 import type { VcpuThread } from './vcpu-thread';
 
 export type BusName = 'mmio' | 'pio' | 'fast_mmio';
 
-/** A device as the VM describes it to its vCPUs. Kind-specific fields ride along. */
-export interface DeviceDesc {
-  key: number;
+/** What a feature says about a new device. Kind-specific fields ride along. */
+export interface DeviceFields {
   kind: string;
   bus: BusName;
   addr: bigint;
-  len: number;
+  /** Range length; 0 = exact-address match. Regions are u64-sized, hence bigint. */
+  len: number | bigint;
+  [field: string]: unknown;
+}
+
+/** A registered device (the VM's record of it). */
+export interface DeviceInfo extends DeviceFields {
+  key: number;
+}
+
+/** A device as the VM describes it to one vCPU thread. */
+export interface DeviceDesc extends DeviceInfo {
   /** fds dup'ed for the receiving thread, which owns them. */
   fds: number[];
-  [field: string]: unknown;
 }
 
 export interface WorkerDevice {
@@ -31,7 +41,9 @@ export interface WorkerDevice {
 export type WorkerDeviceFactory = (desc: DeviceDesc, vcpu: VcpuThread) => WorkerDevice;
 
 /** One line per device kind. */
-const factories: Record<string, WorkerDeviceFactory> = {};
+const factories: Record<string, WorkerDeviceFactory> = {
+  ioregion: createIoregionDevice,
+};
 
 export function createWorkerDevice(desc: DeviceDesc, vcpu: VcpuThread): WorkerDevice {
   const f = factories[desc.kind];

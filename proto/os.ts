@@ -33,6 +33,7 @@ const c = {
   prctl: libc.func('int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5)'),
   getppid: libc.func('int getppid(void)'),
   getpid: libc.func('int getpid(void)'),
+  getsockopt: libc.func('int getsockopt(int fd, int level, int name, _Out_ int *value, _Inout_ uint32_t *len)'),
 };
 
 export const AF_UNIX = 1;
@@ -212,6 +213,16 @@ export function readRaw(fd: number, buf: Uint8Array, len = buf.length): number {
   }
 }
 
+/** send(2) with flags (MSG_NOSIGNAL always added): n >= 0, or -errno. */
+export function sendRaw(fd: number, buf: Uint8Array, len = buf.length, flags = 0): number {
+  for (;;) {
+    const r = Number(c.send(fd, buf, len, flags | MSG_NOSIGNAL));
+    if (r >= 0) return r;
+    const e = koffi.errno();
+    if (e !== EINTR) return -e;
+  }
+}
+
 /** See readRaw. Uses send(MSG_NOSIGNAL) on sockets so a dead peer gives -EPIPE rather than SIGPIPE. */
 export function writeRaw(fd: number, buf: Uint8Array, len = buf.length, isSocket = false): number {
   for (;;) {
@@ -359,6 +370,14 @@ export function sameFile(a: number, b: number): boolean {
   const r = Number(c.syscall5(SYS_kcmp, pid, pid, KCMP_FILE, a, b));
   if (r < 0) fail('kcmp');
   return r === 0;
+}
+
+/** A socket's type (SO_TYPE): 'stream', 'seqpacket', 'dgram', or undefined for a non-socket. */
+export function socketType(fd: number): 'stream' | 'seqpacket' | 'dgram' | undefined {
+  const value = [0];
+  const len = [4];
+  if (c.getsockopt(fd, SOL_SOCKET, 3 /* SO_TYPE */, value, len) !== 0) return undefined;
+  return value[0] === SOCK_STREAM ? 'stream' : value[0] === SOCK_SEQPACKET ? 'seqpacket' : value[0] === 2 ? 'dgram' : undefined;
 }
 
 /** What kind of file an fd is, from /proc/self/fd: 'eventfd', 'socket', 'pipe', 'memfd', 'file', ... */

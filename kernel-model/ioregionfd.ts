@@ -1,0 +1,239 @@
+// ioregionfd on the VM: KVM_SET_IOREGION (register / deassign, RFC v3 validation order and errnos,
+// the intended overlap rule), the per-read-fd serialization contexts, per-region statistics, and the
+// emulator capabilities (wire layout, failure exit). The data plane is in ioregion-device.ts.
+
+import { IoregionStatsListType } from '../proto/control';
+import { EEXIST, EINVAL, ENOENT, ENOSPC } from '../proto/errno';
+import {
+  IOREGION, KVM_CAP_EMU_IOREGIONFD_FAILURE_EXIT, KVM_CAP_EMU_IOREGIONFD_WIRE, KVM_EMU_GET_IOREGION_STATS,
+  KVM_IOREGION_DEASSIGN, KVM_IOREGION_PIO, KVM_IOREGION_POSTED_WRITES, KVM_IOREGION_VALID_FLAG_MASK, KVM_SET_IOREGION,
+} from '../proto/kvm-uapi';
+import { closeQuietly, dup, fdKind, sameFile, socketType } from '../proto/os';
+import type { KvmFeature } from './kvm';
+import { fail, ReceivedFds, Reply } from './server';
+import type { Vm, VmDevice } from './vm';
+import type { BusName } from './worker-devices';
+
+const U64_MAX = (1n << 64n) - 1n;
+/** A zero-length ioeventfd or size-0 ioregion occupies 8 bytes for overlap purposes (RFC v3). */
+const ZERO_LENGTH_FOOTPRINT = 8n;
+
+/** Layout of the VM's 'ioregionfd' shared buffer. */
+export const IOREGION_SHARED = 'ioregionfd';
+/** Ticket locks: [next ticket, now serving] Int32 pairs, one per serialization context. */
+export const MAX_CONTEXTS = 4096;
+/** Per-region counters: BigInt64 x STAT_WORDS per stats slot, after the locks. */
+export const MAX_STAT_SLOTS = 4096;
+export const STAT = { reads: 0, writes: 1, posted: 2, failures: 3, lastErrno: 4, interrupted: 5 } as const;
+export const STAT_WORDS = 6;
+export const CONTEXT_BYTES = MAX_CONTEXTS * 8;
+export const SHARED_BYTES = CONTEXT_BYTES + MAX_STAT_SLOTS * STAT_WORDS * 8;
+
+/** How the data plane talks to one fd. */
+export type FdTransport = 'seqpacket' | 'stream' | 'pipe';
+
+/** Kind-specific fields of an 'ioregion' device description (fds[0] = read fd, fds[1] = write fd). */
+export interface IoregionFields {
+  size: bigint;
+  userData: bigint;
+  posted: boolean;
+  pio: boolean;
+  readTransport: FdTransport;
+  writeTransport: FdTransport;
+  /** Serialization context (ticket lock index), -1 for size-0 regions (never serialized). */
+  context: number;
+  statSlot: number;
+  /** For a size-0 MMIO region: the key of its primary MMIO-bus entry (this is the FAST_MMIO twin). */
+  twinOf?: number;
+}
+
+interface Context {
+  readFd: number;
+  users: number;
+}
+
+/** The VM's ioregionfd bookkeeping (vm.state 'ioregionfd'). */
+interface IoregionState {
+  contexts: (Context | undefined)[];
+  statSlots: (number | undefined)[];
+  shared: SharedArrayBuffer;
+}
+
+function state(vm: Vm): IoregionState {
+  let s = vm.state.get('ioregionfd') as IoregionState | undefined;
+  if (!s) {
+    s = { contexts: [], statSlots: [], shared: vm.sharedBuffer(IOREGION_SHARED, SHARED_BYTES) };
+    vm.state.set('ioregionfd', s);
+  }
+  return s;
+}
+
+function transportOf(fd: number): FdTransport | undefined {
+  const t = socketType(fd);
+  if (t === 'seqpacket' || t === 'stream') return t;
+  if (t === undefined && fdKind(fd) === 'pipe') return 'pipe';
+  // Any other fd (a FIFO, a character device) is used like a pipe: plain read()/write().
+  return t === undefined ? 'pipe' : undefined;
+}
+
+/** The byte range a device covers for overlap checks, [start, end) as bigints. */
+function footprint(addr: bigint, len: bigint): [bigint, bigint] {
+  return [addr, addr + (len === 0n ? ZERO_LENGTH_FOOTPRINT : len)];
+}
+
+/**
+ * Any ioregion or ioeventfd on `bus` sharing a byte with [addr, addr+len): the RFC's intended rule
+ * (its code had an off-by-one at the upper end, not modelled).
+ */
+export function overlapping(vm: Vm, bus: BusName, addr: bigint, len: bigint): VmDevice | undefined {
+  const [s, e] = footprint(addr, len);
+  for (const d of vm.devicesOn(bus)) {
+    if (d.desc.kind !== 'ioregion' && d.desc.kind !== 'ioeventfd') continue;
+    const [ds, de] = footprint(d.desc.addr, BigInt(d.desc.len));
+    if (s < de && ds < e) return d;
+  }
+  return undefined;
+}
+
+/** Find or make the serialization context of a read fd (same open file = same context, any bus). */
+function contextFor(st: IoregionState, readFd: number): number {
+  for (let i = 0; i < st.contexts.length; i++) {
+    const c = st.contexts[i];
+    if (c && sameFile(c.readFd, readFd)) {
+      c.users++;
+      return i;
+    }
+  }
+  const lock = new Int32Array(st.shared, 0, MAX_CONTEXTS * 2);
+  // Reuse a freed context only once its lock is idle: a waiter may still hold an old ticket.
+  let i = st.contexts.findIndex((c, j) => !c && Atomics.load(lock, 2 * j) === Atomics.load(lock, 2 * j + 1));
+  if (i < 0) i = st.contexts.length;
+  if (i >= MAX_CONTEXTS) throw fail(ENOSPC, `more than ${MAX_CONTEXTS} distinct ioregionfd read fds`);
+  st.contexts[i] = { readFd, users: 1 };
+  return i;
+}
+
+/** A free counters slot, zeroed; -1 marks it taken until the region's key is known. */
+function allocStatSlot(st: IoregionState): number {
+  let i = st.statSlots.findIndex((k) => k === undefined);
+  if (i < 0) i = st.statSlots.length;
+  if (i >= MAX_STAT_SLOTS) throw fail(ENOSPC, `more than ${MAX_STAT_SLOTS} ioregions`);
+  st.statSlots[i] = -1;
+  new BigInt64Array(st.shared, CONTEXT_BYTES + i * STAT_WORDS * 8, STAT_WORDS).fill(0n);
+  return i;
+}
+
+function release(vm: Vm, d: VmDevice): void {
+  const st = state(vm);
+  const f = d.desc as unknown as IoregionFields;
+  if (f.context >= 0) {
+    const c = st.contexts[f.context];
+    if (c && --c.users === 0) st.contexts[f.context] = undefined;
+  }
+  if (f.twinOf === undefined) st.statSlots[f.statSlot] = undefined;
+  vm.removeDevice(d.desc.key);
+}
+
+/** KVM_SET_IOREGION. */
+function setIoregion(vm: Vm, data: Buffer, fds: ReceivedFds): Reply {
+  const paddr = data.readBigUInt64LE(IOREGION.guest_paddr);
+  const size = data.readBigUInt64LE(IOREGION.memory_size);
+  const userData = data.readBigUInt64LE(IOREGION.user_data);
+  const readFdNo = data.readInt32LE(IOREGION.read_fd);
+  const writeFdNo = data.readInt32LE(IOREGION.write_fd);
+  const flags = data.readUInt32LE(IOREGION.flags);
+  const bus: BusName = flags & KVM_IOREGION_PIO ? 'pio' : 'mmio';
+
+  if (flags & ~KVM_IOREGION_VALID_FLAG_MASK) throw fail(EINVAL, `flags 0x${flags.toString(16)} has bits outside 0x${KVM_IOREGION_VALID_FLAG_MASK.toString(16)}`);
+  if (flags & KVM_IOREGION_DEASSIGN) return deassign(vm, bus, paddr, size);
+  if (paddr + size > U64_MAX) throw fail(EINVAL, `guest_paddr 0x${paddr.toString(16)} + memory_size 0x${size.toString(16)} wraps past 2^64`);
+  if (size === 0n && !(flags & KVM_IOREGION_POSTED_WRITES)) throw fail(EINVAL, 'memory_size 0 (a FAST_MMIO doorbell) requires KVM_IOREGION_POSTED_WRITES');
+  // The RFC fgets write_fd, then read_fd, which it does not look at for size-0 (write-only) regions.
+  const writeFd = fds.take(writeFdNo, 'write_fd');
+  let readFd = -1;
+  try {
+    if (size !== 0n) readFd = fds.take(readFdNo, 'read_fd');
+    const readTransport = readFd >= 0 ? transportOf(readFd) : 'pipe';
+    const writeTransport = transportOf(writeFd);
+    if (!readTransport || !writeTransport) throw fail(EINVAL, 'read_fd/write_fd must be sockets (stream or seqpacket), pipes or FIFOs');
+    const clash = overlapping(vm, bus, paddr, size);
+    if (clash) {
+      throw fail(EEXIST, `[0x${paddr.toString(16)}, +0x${size.toString(16)}) overlaps the ${clash.desc.kind} at 0x${clash.desc.addr.toString(16)} (len ${clash.desc.len}) on the ${bus.toUpperCase()} bus`);
+    }
+    const twin = size === 0n && bus === 'mmio';
+    if (vm.busFull(bus) || (twin && vm.busFull('fast_mmio'))) throw fail(ENOSPC, `the ${bus.toUpperCase()} bus already holds NR_IOBUS_DEVS devices`);
+
+    const st = state(vm);
+    const statSlot = allocStatSlot(st);
+    let context = -1;
+    try {
+      if (size !== 0n) context = contextFor(st, readFd);
+    } catch (e) {
+      st.statSlots[statSlot] = undefined;
+      throw e;
+    }
+    const fields: IoregionFields = {
+      size, userData, posted: (flags & KVM_IOREGION_POSTED_WRITES) !== 0, pio: bus === 'pio',
+      readTransport, writeTransport, context, statSlot,
+    };
+    const key = vm.addDevice({ kind: 'ioregion', bus, addr: paddr, len: size, ...fields }, readFd >= 0 ? [readFd, writeFd] : [writeFd]);
+    st.statSlots[statSlot] = key;
+    if (twin) {
+      // The FAST_MMIO twin: the same doorbell on the fast bus, with its own reference to the write fd.
+      vm.addDevice({ kind: 'ioregion', bus: 'fast_mmio', addr: paddr, len: 0n, ...fields, twinOf: key }, [dup(writeFd)]);
+    }
+    readFd = -1;
+    return { ret: 0 };
+  } catch (e) {
+    closeQuietly(writeFd);
+    closeQuietly(readFd);
+    throw e;
+  }
+}
+
+/** Deassign by exact (guest_paddr, memory_size) on the bus; a size-0 MMIO region takes its twin along. */
+function deassign(vm: Vm, bus: BusName, paddr: bigint, size: bigint): Reply {
+  const d = vm.devicesOn(bus).find((x) => x.desc.kind === 'ioregion' && x.desc.addr === paddr && (x.desc as unknown as IoregionFields).size === size);
+  if (!d) throw fail(ENOENT, `no ioregion at exactly [0x${paddr.toString(16)}, +0x${size.toString(16)}) on the ${bus.toUpperCase()} bus`);
+  const twin = vm.devicesOn('fast_mmio').find((x) => (x.desc as unknown as IoregionFields).twinOf === d.desc.key);
+  if (twin) release(vm, twin);
+  release(vm, d);
+  return { ret: 0 };
+}
+
+/** KVM_EMU_GET_IOREGION_STATS: counters of every region, in registration order. */
+function stats(vm: Vm): Reply {
+  const st = state(vm);
+  const regions = [...vm.devices.values()]
+    .filter((d) => d.desc.kind === 'ioregion' && (d.desc as unknown as IoregionFields).twinOf === undefined)
+    .map((d) => {
+      const f = d.desc as unknown as IoregionFields;
+      const c = new BigInt64Array(st.shared, CONTEXT_BYTES + f.statSlot * STAT_WORDS * 8, STAT_WORDS);
+      const v = (i: number) => Atomics.load(c, i).toString();
+      return {
+        guestPaddr: d.desc.addr.toString(), memorySize: f.size.toString(), pio: f.pio, userData: f.userData.toString(),
+        reads: v(STAT.reads), writes: v(STAT.writes), postedWrites: v(STAT.posted), failures: v(STAT.failures),
+        lastErrno: Number(Atomics.load(c, STAT.lastErrno)), interrupted: v(STAT.interrupted),
+      };
+    });
+  return { ret: 0, data: IoregionStatsListType.encode({ regions }).finish() };
+}
+
+export const ioregionfdFeature: KvmFeature = {
+  caps: (opts) => ({ [opts.ioregionfdCap]: 1, [KVM_CAP_EMU_IOREGIONFD_WIRE]: 1, [KVM_CAP_EMU_IOREGIONFD_FAILURE_EXIT]: 1 }),
+  ioctls: {
+    [KVM_SET_IOREGION]: (vm, req, fds) => setIoregion(vm, req.data, fds),
+    [KVM_EMU_GET_IOREGION_STATS]: (vm) => stats(vm),
+  },
+  enableCap: {
+    [KVM_CAP_EMU_IOREGIONFD_WIRE]: (vm, args) => {
+      if (args[0] !== 3n && args[0] !== 1n) throw fail(EINVAL, `wire layout ${args[0]}: use 3 (RFC v3) or 1 (v1/v2 info word)`);
+      vm.setConfig({ wire: args[0] === 3n ? 'v3' : 'v1' });
+    },
+    [KVM_CAP_EMU_IOREGIONFD_FAILURE_EXIT]: (vm, args) => {
+      if (args[0] > 1n) throw fail(EINVAL, `failure exit ${args[0]}: use 0 or 1`);
+      vm.setConfig({ failureExit: args[0] === 1n });
+    },
+  },
+};
+
