@@ -30,6 +30,9 @@ export const hlt = () => cpu().hlt();
 export const sti = () => cpu().setInterruptsEnabled(true);
 export const cli = () => cpu().setInterruptsEnabled(false);
 export const cpu_relax = () => cpu().pause();
+/** Copy bytes to/from guest physical memory of any length (split like x86: pages, <= 8-byte MMIO chunks). */
+export const write_bytes = (gpa: bigint, data: Uint8Array) => cpu().writeBytes(gpa, data);
+export const read_bytes = (gpa: bigint, out: Uint8Array) => cpu().readBytes(gpa, out);
 /** A direct view of guest RAM (must lie in one memslot). */
 export const guest_ram = (gpa: bigint, len: number) => cpu().ram(gpa, len);
 export const vcpu_id = () => cpu().vcpuId;

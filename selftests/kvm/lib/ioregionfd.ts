@@ -1,7 +1,7 @@
 // KVM_SET_IOREGION (a.k.a. KVM_SET_IOREGIONFD) from the VMM side: struct kvm_ioregion and the
 // __vm_set_ioregion / vm_set_ioregion pair, plus the private ioregionfd capabilities and statistics.
 
-import { IoregionStatsListType, IoctlResult } from '../../../proto/control';
+import { declareFdFields, IoregionStatsListType, IoctlResult } from '../../../proto/control';
 import { errnoName } from '../../../proto/errno';
 import {
   IOREGION, KVM_EMU_GET_IOREGION_STATS, KVM_IOREGION_DEASSIGN, KVM_SET_IOREGION,
@@ -34,6 +34,8 @@ export function kvm_ioregion(a: IoregionArgs): Buffer {
 let setIoregionIoctl = KVM_SET_IOREGION;
 export function use_set_ioregion_ioctl(request: number): void {
   setIoregionIoctl = request >>> 0;
+  // The client must know which struct fields carry fds to attach them under the new number too.
+  declareFdFields(setIoregionIoctl, [IOREGION.read_fd, IOREGION.write_fd]);
 }
 
 /** KVM_SET_IOREGION, raw: {ret, errno}. */
