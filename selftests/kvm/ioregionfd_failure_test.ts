@@ -1,0 +1,233 @@
+// ioregionfd_failure_test: a device that answers short, answers garbage, closes, dies or never answers,
+// and an fd someone made non-blocking (spec/ioregionfd.md §3.7; must-test items 34-37). By default the
+// access falls back to an ordinary exit, as the RFC does, and is counted; with the emulator capability
+// KVM_CAP_EMU_IOREGIONFD_FAILURE_EXIT it becomes KVM_EXIT_IOREGIONFD_FAILURE. Nothing hangs a vCPU or
+// touches another region.
+
+import { ECONNRESET, EINTR, EINVAL, EIO, EPIPE, errnoName } from '../../proto/errno';
+import {
+  KVM_CAP_EMU_IOREGIONFD_FAILURE_EXIT, KVM_CAP_IOREGIONFD, KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_IOREGIONFD_FAILURE,
+  KVM_EXIT_MMIO, KVM_IOREGION_PIO, RUN,
+} from '../../proto/kvm-uapi';
+import { closeQuietly, pipe, setNonBlocking, socketpair } from '../../proto/os';
+import { ksft_finished, ksft_print_header, ksft_set_plan, ksft_test_result } from '../kselftest';
+import { spawn_device_task } from './lib/device_task';
+import { GUEST_DONE, GUEST_SYNC_ARGS, inl, readq } from './lib/guest';
+import { vm_ioregion_stats, vm_set_ioregion } from './lib/ioregionfd';
+import {
+  __vcpu_run_start, __vcpu_run_wait, exit_reason, kvm_has_cap, kvm_vm_free, KvmVcpu, KvmVm, le_store, run_io, run_mmio,
+  vcpu_kick, vcpu_run, vm_create_with_one_vcpu, vm_enable_cap,
+} from './lib/kvm_util';
+import { readCommand, writeAnswer } from './lib/raw_device';
+import { get_ucall, REPORT_GUEST_ASSERT, UCALL_ABORT, UCALL_SYNC } from './lib/ucall_common';
+import { TEST_ASSERT, TEST_REQUIRE } from './lib/test_util';
+
+const R = 0xd0000000n;
+const GOOD = 0xd0001000n;
+
+/** Read the failing region, then a healthy region on another device. */
+export function guest_two_reads(): void {
+  const bad = readq(R);
+  const good = readq(GOOD);
+  GUEST_SYNC_ARGS(1, bad, good);
+  GUEST_DONE();
+}
+
+export function guest_pio(): void {
+  GUEST_SYNC_ARGS(1, BigInt(inl(0x5000)));
+  GUEST_DONE();
+}
+
+interface Rig {
+  vm: KvmVm;
+  vcpu: KvmVcpu;
+  /** The device end of the failing region's socket. */
+  dev: number;
+  close(): Promise<void>;
+}
+
+/** A VM with a failing region at R (the test holds its device end) and a healthy testdev region at GOOD. */
+function rig(failureExit: boolean, transport: 'seqpacket' | 'pipe' = 'seqpacket'): Rig & { kvmRead: number } {
+  const [vm, vcpu] = vm_create_with_one_vcpu(guest_two_reads);
+  if (failureExit) vm_enable_cap(vm, KVM_CAP_EMU_IOREGIONFD_FAILURE_EXIT, 1n);
+  let dev: number;
+  let kvmRead: number;
+  const fds: number[] = [];
+  if (transport === 'pipe') {
+    const [cr, cw] = pipe();
+    const [rr, rw] = pipe();
+    vm_set_ioregion(vm, { guest_paddr: R, memory_size: 8n, user_data: 0xfa11n, read_fd: rr, write_fd: cw });
+    // The test reads commands from cr and "answers" on rw.
+    dev = cr;
+    kvmRead = rr;
+    fds.push(cw, rw);
+    closeQuietly(rw);
+  } else {
+    const [a, b] = socketpair('seqpacket');
+    vm_set_ioregion(vm, { guest_paddr: R, memory_size: 8n, user_data: 0xfa11n, read_fd: a, write_fd: a });
+    dev = b;
+    kvmRead = a;
+    fds.push(a);
+  }
+  const good = spawn_device_task({ device: 'testdev', vm, regions: [{ guest_paddr: GOOD, memory_size: 8n }] });
+  good.closeChannelFds();
+  return {
+    vm, vcpu, dev, kvmRead,
+    async close() {
+      kvm_vm_free(vm);
+      [...fds, dev, kvmRead].forEach(closeQuietly);
+      await good.stop();
+    },
+  };
+}
+
+/** Run; expect the failing read to fall back to KVM_EXIT_MMIO, complete it with 0x99, check the rest. */
+function expectFallback(r: Rig, errno: number, what: string): void {
+  vcpu_run(r.vcpu);
+  const m = run_mmio(r.vcpu);
+  const exited = exit_reason(r.vcpu) === KVM_EXIT_MMIO && m.physAddr === R && m.len === 8 && !m.isWrite;
+  le_store(m.data, 8, 0x99n);
+  vcpu_run(r.vcpu);
+  const uc = get_ucall(r.vcpu);
+  if (uc.cmd === UCALL_ABORT) REPORT_GUEST_ASSERT(uc);
+  const s = vm_ioregion_stats(r.vm).find((x) => x.guestPaddr === R)!;
+  ksft_test_result(exited && uc.cmd === UCALL_SYNC && uc.args[2] === 0x99n && uc.args[3] === 0n && s.failures === 1n && s.lastErrno === errno,
+    `${what}: falls back to KVM_EXIT_MMIO, counted as a failure with ${errnoName(errno)} (stats ${s.failures}/${errnoName(s.lastErrno)}), the other region still works`);
+}
+
+async function shortResponse(): Promise<void> {
+  const r = rig(false);
+  const short = new Uint8Array(16);
+  __vcpu_run_start(r.vcpu);
+  readCommand(r.dev);
+  writeAnswer(r.dev, short);
+  // Reconnect the run: the vCPU has already fallen back.
+  const w = __vcpu_run_wait(r.vcpu);
+  TEST_ASSERT(w.ret === 0, 'KVM_RUN after a short response');
+  const m = run_mmio(r.vcpu);
+  le_store(m.data, 8, 0x99n);
+  vcpu_run(r.vcpu);
+  const uc = get_ucall(r.vcpu);
+  const s = vm_ioregion_stats(r.vm).find((x) => x.guestPaddr === R)!;
+  ksft_test_result(m.physAddr === R && uc.args[2] === 0x99n && uc.args[3] === 0n && s.lastErrno === EIO,
+    `a 16-byte response: EIO, the read falls back to KVM_EXIT_MMIO and completes from the VMM (${errnoName(s.lastErrno)})`);
+  await r.close();
+}
+
+async function garbageResponse(): Promise<void> {
+  const r = rig(false);
+  __vcpu_run_start(r.vcpu);
+  readCommand(r.dev);
+  writeAnswer(r.dev, new Uint8Array(64).fill(0xee));
+  TEST_ASSERT(__vcpu_run_wait(r.vcpu).ret === 0, 'KVM_RUN after a garbage response');
+  const s = vm_ioregion_stats(r.vm).find((x) => x.guestPaddr === R)!;
+  ksft_test_result(exit_reason(r.vcpu) === KVM_EXIT_MMIO && s.lastErrno === EIO, 'a 64-byte SEQPACKET response is garbage: EIO and the ordinary exit');
+  le_store(run_mmio(r.vcpu).data, 8, 1n);
+  vcpu_run(r.vcpu);
+  await r.close();
+}
+
+async function deviceGone(): Promise<void> {
+  // The device end is closed before the access: the command cannot even be sent.
+  let r = rig(false);
+  closeQuietly(r.dev);
+  expectFallback(r, EPIPE, 'a device whose socket is closed');
+  await r.close();
+  // Pipes: the command goes out, then EOF on the response pipe (the writer is gone).
+  r = rig(false, 'pipe');
+  expectFallback(r, EIO, 'EOF on the response pipe');
+  await r.close();
+  // A device task that dies mid-transaction (SIGKILL while the vCPU waits for its answer).
+  const [vm, vcpu] = vm_create_with_one_vcpu(guest_two_reads);
+  const victim = spawn_device_task({ command: [process.execPath, '-e', 'setInterval(() => {}, 1000)'], vm, regions: [{ guest_paddr: R, memory_size: 8n }] });
+  victim.closeChannelFds();
+  const good = spawn_device_task({ device: 'testdev', vm, regions: [{ guest_paddr: GOOD, memory_size: 8n }] });
+  good.closeChannelFds();
+  __vcpu_run_start(vcpu);
+  await new Promise((res) => setTimeout(res, 200));
+  process.kill(victim.pid, 'SIGKILL');
+  const w = __vcpu_run_wait(vcpu);
+  const s = vm_ioregion_stats(vm).find((x) => x.guestPaddr === R)!;
+  // It dies with our command unread in its queue, so Linux reports ECONNRESET rather than EOF.
+  ksft_test_result(w.ret === 0 && exit_reason(vcpu) === KVM_EXIT_MMIO && s.lastErrno === ECONNRESET,
+    `a device task killed mid-transaction: ECONNRESET, ordinary exit (ret ${w.ret}, ${errnoName(s.lastErrno)})`);
+  kvm_vm_free(vm);
+  await victim.stop();
+  await good.stop();
+}
+
+async function nonBlockingFd(): Promise<void> {
+  // O_NONBLOCK lives on the open file description, which the region shares with our fd: set it here.
+  const r = rig(false);
+  setNonBlocking(r.kvmRead, true);
+  expectFallback(r, EINVAL, 'read_fd made O_NONBLOCK with an idle device (EAGAIN, reported as EINVAL like the RFC)');
+  await r.close();
+}
+
+async function neverAnswers(): Promise<void> {
+  const r = rig(false);
+  __vcpu_run_start(r.vcpu);
+  readCommand(r.dev);
+  await new Promise((res) => setTimeout(res, 100));
+  vcpu_kick(r.vcpu);
+  const w = __vcpu_run_wait(r.vcpu);
+  ksft_test_result(w.ret === -1 && w.errno === EINTR && exit_reason(r.vcpu) === KVM_EXIT_INTR,
+    'a device that never answers does not hang the VMM: a kick gets KVM_RUN back (EINTR)');
+  // Destroying the VM with the access still pending must not hang either.
+  const t0 = Date.now();
+  await r.close();
+  ksft_test_result(Date.now() - t0 < 5000, `VM destruction with an interrupted access pending completes (${Date.now() - t0} ms)`);
+}
+
+async function failureExit(): Promise<void> {
+  const r = rig(true);
+  closeQuietly(r.dev);
+  vcpu_run(r.vcpu);
+  const run = r.vcpu.run;
+  const fields = {
+    addr: run.getBigUint64(RUN.iofail_addr, true), len: run.getUint32(RUN.iofail_len, true), isWrite: run.getUint8(RUN.iofail_is_write),
+    isPio: run.getUint8(RUN.iofail_is_pio), userData: run.getBigUint64(RUN.iofail_user_data, true), errno: run.getInt32(RUN.iofail_errno, true),
+  };
+  ksft_test_result(exit_reason(r.vcpu) === KVM_EXIT_IOREGIONFD_FAILURE && fields.addr === R && fields.len === 8 && fields.isWrite === 0 &&
+    fields.isPio === 0 && fields.userData === 0xfa11n && fields.errno === EPIPE,
+  `opt-in KVM_EXIT_IOREGIONFD_FAILURE (0x${KVM_EXIT_IOREGIONFD_FAILURE.toString(16)}) carries addr, len, direction, user_data and errno (${JSON.stringify(fields, (_, v) => (typeof v === 'bigint' ? `0x${v.toString(16)}` : v))})`);
+  run.setBigUint64(RUN.iofail_data, 0x5an, true);
+  vcpu_run(r.vcpu);
+  const uc = get_ucall(r.vcpu);
+  ksft_test_result(uc.cmd === UCALL_SYNC && uc.args[2] === 0x5an && uc.args[3] === 0n, 'the VMM completes the failed read through the failure exit\'s data field');
+  await r.close();
+
+  // PIO: the same exit, is_pio set; without the capability it is an ordinary KVM_EXIT_IO.
+  for (const optIn of [true, false]) {
+    const [vm, vcpu] = vm_create_with_one_vcpu(guest_pio);
+    if (optIn) vm_enable_cap(vm, KVM_CAP_EMU_IOREGIONFD_FAILURE_EXIT, 1n);
+    const [a, b] = socketpair('seqpacket');
+    vm_set_ioregion(vm, { guest_paddr: 0x5000n, memory_size: 4n, user_data: 7n, read_fd: a, write_fd: a, flags: KVM_IOREGION_PIO });
+    closeQuietly(b);
+    vcpu_run(vcpu);
+    if (optIn) {
+      ksft_test_result(exit_reason(vcpu) === KVM_EXIT_IOREGIONFD_FAILURE && vcpu.run.getUint8(RUN.iofail_is_pio) === 1 &&
+        vcpu.run.getBigUint64(RUN.iofail_addr, true) === 0x5000n && vcpu.run.getUint32(RUN.iofail_len, true) === 4, 'a PIO failure exit has is_pio = 1 and the port');
+    } else {
+      const io = run_io(vcpu);
+      ksft_test_result(exit_reason(vcpu) === KVM_EXIT_IO && io.port === 0x5000 && io.size === 4 && io.count === 1, 'without the capability a PIO failure is an ordinary KVM_EXIT_IO');
+    }
+    kvm_vm_free(vm);
+    closeQuietly(a);
+  }
+}
+
+async function main(): Promise<void> {
+  ksft_print_header();
+  TEST_REQUIRE(kvm_has_cap(KVM_CAP_IOREGIONFD), 'kvm_has_cap(KVM_CAP_IOREGIONFD)');
+  ksft_set_plan(12);
+  await shortResponse();
+  await garbageResponse();
+  await deviceGone();
+  await nonBlockingFd();
+  await neverAnswers();
+  await failureExit();
+  ksft_finished();
+}
+
+if (require.main === module) void main();
