@@ -61,35 +61,57 @@ function fdField(v: unknown, what: string): number {
 }
 
 function u64Field(v: unknown, what: string): bigint {
-  if (typeof v !== 'string' || !/^0x[0-9a-f]+$/i.test(v)) throw new Error(`manifest: ${what} must be a hex string, got ${JSON.stringify(v)}`);
+  if (typeof v !== 'string' || !/^0x[0-9a-f]{1,16}$/i.test(v)) throw new Error(`manifest: ${what} must be a hex string of at most 64 bits, got ${JSON.stringify(v)}`);
   return BigInt(v);
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function objectField(v: unknown, what: string): Record<string, unknown> {
+  if (v === undefined) return {};
+  if (!isObject(v)) throw new Error(`manifest: ${what} must be an object, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function listField(v: unknown, what: string): Record<string, unknown>[] {
+  if (v === undefined) return [];
+  if (!Array.isArray(v)) throw new Error(`manifest: ${what} must be an array, got ${JSON.stringify(v)}`);
+  return v.map((e, i) => {
+    if (!isObject(e)) throw new Error(`manifest: ${what}[${i}] must be an object, got ${JSON.stringify(e)}`);
+    return e;
+  });
 }
 
 /** Parse and check a manifest; throws Error naming the bad field. */
 export function parseManifest(text: string): DeviceTaskManifest {
-  let raw: Record<string, unknown>;
+  let parsed: unknown;
   try {
-    raw = JSON.parse(text);
+    parsed = JSON.parse(text);
   } catch (e) {
     throw new Error(`manifest: not JSON: ${(e as Error).message}`);
   }
+  if (!isObject(parsed)) throw new Error(`manifest: must be a JSON object, got ${JSON.stringify(parsed)}`);
+  const raw = parsed;
   if (raw.version !== MANIFEST_VERSION) throw new Error(`manifest: version ${JSON.stringify(raw.version)} is not ${MANIFEST_VERSION}`);
   if (typeof raw.device !== 'string') throw new Error('manifest: device must be a string');
   const layout = raw.layout ?? 'v3';
   if (layout !== 'v3' && layout !== 'v1') throw new Error(`manifest: layout must be "v3" or "v1", got ${JSON.stringify(layout)}`);
-  const channels = ((raw.channels ?? []) as Record<string, unknown>[]).map((c, i) => {
+  const channels = listField(raw.channels, 'channels').map((c, i) => {
     const transport = c.transport;
     if (transport !== 'seqpacket' && transport !== 'stream' && transport !== 'pipe') throw new Error(`manifest: channels[${i}].transport ${JSON.stringify(transport)} is unknown`);
     return { cmd_fd: fdField(c.cmd_fd, `channels[${i}].cmd_fd`), resp_fd: fdField(c.resp_fd, `channels[${i}].resp_fd`), transport } as ChannelSpec;
   });
-  const memory = ((raw.memory ?? []) as Record<string, unknown>[]).map((r, i) => ({
+  const memory = listField(raw.memory, 'memory').map((r, i) => ({
     fd: fdField(r.fd, `memory[${i}].fd`), gpa: u64Field(r.gpa, `memory[${i}].gpa`),
     size: u64Field(r.size, `memory[${i}].size`), offset: u64Field(r.offset, `memory[${i}].offset`),
   }));
   const eventfds: Record<string, number> = {};
-  for (const [k, v] of Object.entries((raw.eventfds ?? {}) as Record<string, unknown>)) eventfds[k] = fdField(v, `eventfds.${k}`);
+  for (const [k, v] of Object.entries(objectField(raw.eventfds, 'eventfds'))) eventfds[k] = fdField(v, `eventfds.${k}`);
+  const config = objectField(raw.config, 'config');
   return {
-    version: MANIFEST_VERSION, device: raw.device, config: (raw.config ?? {}) as Record<string, unknown>, layout,
+    version: MANIFEST_VERSION, device: raw.device, config, layout,
     channels, memory, eventfds,
     lifeline_fd: raw.lifeline_fd === undefined ? undefined : fdField(raw.lifeline_fd, 'lifeline_fd'),
   };

@@ -10,7 +10,13 @@ export const doorbell: DeviceDefinition = {
   description: 'ioeventfd doorbell: DMA request+1 into a guest mailbox, then raise the irqfd',
   regionSize: 0,
   create(ctx) {
-    const mailbox = BigInt(String(ctx.config.mailbox ?? '0x0'));
+    const raw = ctx.config.mailbox ?? '0x0';
+    let mailbox: bigint;
+    try {
+      mailbox = BigInt(typeof raw === 'number' || typeof raw === 'string' ? raw : Number.NaN);
+    } catch {
+      throw new Error(`config.mailbox must be a guest physical address ("0x1000" or a number), got ${JSON.stringify(raw)}`);
+    }
     let rings = 0n;
     return {
       read: () => 0n,

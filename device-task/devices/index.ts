@@ -2,11 +2,15 @@
 
 import type { DeviceDefinition } from '../sdk/device-model';
 import { doorbell } from './doorbell';
+import { mirror } from './mirror';
 import { regfile } from './regfile';
+import { rendezvous } from './rendezvous';
 import { testdev } from './testdev';
 
 export const DEVICES: Record<string, DeviceDefinition> = {
   [testdev.name]: testdev,
   [regfile.name]: regfile,
   [doorbell.name]: doorbell,
+  [mirror.name]: mirror,
+  [rendezvous.name]: rendezvous,
 };

@@ -17,6 +17,15 @@ export interface DeviceModel {
   onEventfd?(name: string, count: bigint): void;
   /** Back to power-on state. */
   reset(): void;
+  /**
+   * Optional probe of transaction serialization. When a model defines it, the serve loop calls it for
+   * every command that needs a response, before answering it, with whether another command (or any
+   * part of one) was already waiting on the same channel: bytes already read past this frame, or a
+   * poll(2) with timeout 0 on the command fd reporting POLLIN. KVM serializes non-posted accesses on a
+   * read fd, so `true` means a second command was sent before the first was answered (or it follows
+   * posted writes, which need no answer). Costs one extra poll per command, paid only by such models.
+   */
+  observeBacklog?(queued: boolean): void;
 }
 
 /** What a model gets from its task: configuration, guest memory for DMA, its eventfds, a logger. */

@@ -10,7 +10,7 @@ import type { ChannelSpec, Transport } from '../../proto/device-task-manifest';
 import { EAGAIN, EPIPE, ECONNRESET, errnoName } from '../../proto/errno';
 import { ProtocolError } from '../../proto/errors';
 import {
-  decodeCmdInto, encodeResp, IOREGIONFD_CMD_READ, IOREGIONFD_MSG_SIZE, IoregionfdCmd, WireLayout,
+  decodeCmdInto, encodeResp, IOREGIONFD_CMD_READ, IOREGIONFD_MSG_SIZE, IoregionfdCmd, truncateToSize, WireLayout,
 } from '../../proto/ioregionfd-wire';
 import { closeQuietly, eventfdRead, PollSet, POLLERR, POLLHUP, POLLIN, readRaw, writeRaw } from '../../proto/os';
 import { StreamFramer } from '../../proto/stream-framer';
@@ -37,6 +37,9 @@ interface Channel {
   open: boolean;
   framer: StreamFramer | undefined;
   isSocket: boolean;
+  /** Stream/pipe bytes read and frames handled so far: their difference is what was read past this frame. */
+  received: number;
+  framed: number;
 }
 
 /** Serve a model until every channel closes (or the lifeline does); returns the exit code. */
@@ -51,24 +54,37 @@ export function serveDevice(model: DeviceModel, opts: ServeOptions): number {
   let current: Channel;
 
   const channels: Channel[] = opts.channels.map((spec) => ({
-    spec, open: true, isSocket: spec.transport !== 'pipe', framer: undefined,
+    spec, open: true, isSocket: spec.transport !== 'pipe', framer: undefined, received: 0, framed: 0,
   }));
+  const observeBacklog = model.observeBacklog?.bind(model);
+  const backlogPoll = new PollSet(1);
   for (const ch of channels) {
     if (ch.spec.transport !== 'seqpacket') ch.framer = new StreamFramer((view, off) => handleFrame(view, off));
   }
 
+  /** Whether more of the command stream is already waiting behind the frame being handled. */
+  function backlogQueued(ch: Channel): boolean {
+    if (ch.received > ch.framed * IOREGIONFD_MSG_SIZE) return true;
+    backlogPoll.set(0, ch.spec.cmd_fd, POLLIN);
+    return backlogPoll.wait(1, 0) > 0 && (backlogPoll.revents(0) & POLLIN) !== 0;
+  }
+
   function handleFrame(view: DataView, off: number): void {
+    current.framed++;
     try {
       decodeCmdInto(layout, view, off, cmd);
     } catch (e) {
       throw new Violation((e as ProtocolError).message);
     }
+    if (observeBacklog && cmd.resp) observeBacklog(backlogQueued(current));
     let value = 0n;
     if (cmd.cmd === IOREGIONFD_CMD_READ) {
       if (!cmd.resp) throw new Violation(`READ at offset 0x${cmd.offset.toString(16)} without the resp bit`);
-      value = model.read(cmd.offset, cmd.size, cmd.userData);
+      // KVM keeps only the low `size` bytes; truncating here also keeps a sloppy model's value a u64.
+      value = truncateToSize(model.read(cmd.offset, cmd.size, cmd.userData), cmd.size);
     } else {
-      model.write(cmd.offset, cmd.size, cmd.data, cmd.userData);
+      // The model is promised the guest's bytes zero-extended; a sloppy sender's upper bytes never reach it.
+      model.write(cmd.offset, cmd.size, truncateToSize(cmd.data, cmd.size), cmd.userData);
     }
     if (cmd.resp) respond(value);
   }
@@ -112,6 +128,7 @@ export function serveDevice(model: DeviceModel, opts: ServeOptions): number {
       if (n !== IOREGIONFD_MSG_SIZE) throw new Violation(`a ${n}-byte message where a ${IOREGIONFD_MSG_SIZE}-byte command belongs`);
       handleFrame(readView, 0);
     } else {
+      ch.received += n;
       ch.framer!.push(readBuf.subarray(0, n));
     }
     return true;

@@ -31,7 +31,7 @@ export function guest_code(buf: bigint): void {
 async function main(): Promise<void> {
   ksft_print_header();
   TEST_REQUIRE(kvm_has_cap(KVM_CAP_IOREGIONFD), 'kvm_has_cap(KVM_CAP_IOREGIONFD)');
-  ksft_set_plan(3);
+  ksft_set_plan(4);
   const [vm, vcpu] = vm_create_with_one_vcpu(guest_code);
   const buf = vm_alloc(vm, 8);
   addr_gpa2hva(vm, buf, 5).set([0x11, 0x22, 0x33, 0x44, 0x55]);
@@ -53,7 +53,8 @@ async function main(): Promise<void> {
   s = vm_ioregion_stats(vm)[0];
   ksft_test_result(s.writes === 8n, `rep outsb of 5 elements sent 5 commands (writes ${s.writes})`);
   kvm_vm_free(vm);
-  await dev.stop();
+  const status = await dev.stop();
+  ksft_test_result(status.code === 0, `the device task exits 0 once the VM is gone (${JSON.stringify(status)})`);
   ksft_finished();
 }
 
