@@ -59,9 +59,11 @@ export class Memslots {
    * Returns what kind of change it is; nothing is modified (see apply()).
    */
   check(m: MemoryRegionArg, backing: () => Backing | undefined): { change: MemslotChange; backing?: Backing } {
-    if (m.flags & ~VALID_FLAGS) throw fail(EINVAL, `flags 0x${m.flags.toString(16)} has bits outside 0x${VALID_FLAGS.toString(16)}`);
     const asId = m.slot >>> 16;
     const id = m.slot & 0xffff;
+    // kvm_vm_ioctl_set_memory_region checks the (u16) slot id before anything else.
+    if (id >= KVM_USER_MEM_SLOTS) throw fail(EINVAL, `slot id ${id} >= KVM_USER_MEM_SLOTS (${KVM_USER_MEM_SLOTS})`);
+    if (m.flags & ~VALID_FLAGS) throw fail(EINVAL, `flags 0x${m.flags.toString(16)} has bits outside 0x${VALID_FLAGS.toString(16)}`);
     if (m.memorySize % PAGE) throw fail(EINVAL, `memory_size 0x${m.memorySize.toString(16)} is not page aligned`);
     if (m.guestPhysAddr % PAGE) throw fail(EINVAL, `guest_phys_addr 0x${m.guestPhysAddr.toString(16)} is not page aligned`);
     if (m.userspaceAddr % PAGE) throw fail(EINVAL, `userspace_addr (memfd offset) 0x${m.userspaceAddr.toString(16)} is not page aligned`);
@@ -73,7 +75,8 @@ export class Memslots {
         throw fail(EINVAL, `memfd offset 0x${m.userspaceAddr.toString(16)} + size 0x${m.memorySize.toString(16)} exceeds the memfd's 0x${b.size.toString(16)} bytes`);
       }
     }
-    if (asId >= 1 || id >= KVM_USER_MEM_SLOTS) throw fail(EINVAL, `slot 0x${m.slot.toString(16)}: as_id ${asId} / id ${id} out of range (max id ${KVM_USER_MEM_SLOTS - 1})`);
+    // One address space, as on the measured host (KVM_CAP_MULTI_ADDRESS_SPACE 0: no SMM).
+    if (asId >= 1) throw fail(EINVAL, `slot 0x${m.slot.toString(16)}: address space ${asId} does not exist (only 0)`);
     if (m.guestPhysAddr + m.memorySize > U64) throw fail(EINVAL, `guest_phys_addr + memory_size wraps past 2^64`);
     if (m.memorySize / PAGE > BigInt(KVM_MEM_MAX_NR_PAGES)) throw fail(EINVAL, `memory_size is more than KVM_MEM_MAX_NR_PAGES pages`);
 

@@ -21,6 +21,8 @@ import {
 } from '../proto/os';
 import { busRead, busWrite, DEVICE_GONE, IoBus, IoDevice, ReadResult } from './io-bus';
 import { GuestMemory, loadLE, MemslotDesc, storeLE } from './guest-memory';
+import { IRQCHIP_SHARED, LocalApic } from './irqchip';
+import { MEMSLOT_SYNC } from './vcpu';
 import { BusName, createWorkerDevice, DeviceDesc, WorkerDevice } from './worker-devices';
 
 /** Unwinds guest code when the VM is destroyed or the vCPU fd is closed. */
@@ -33,11 +35,13 @@ export interface VcpuWorkerData {
   kickFd: number;
   port: MessagePort;
   vmShared: SharedArrayBuffer;
+  /** Memslot synchronization words shared with the VcpuHandle (MEMSLOT_SYNC). */
+  sync: Int32Array;
 }
 
 /** Messages from the VM (main thread); fds in them were dup'ed for this thread and are owned by it. */
 export type VcpuUpdate =
-  | { type: 'memslots'; slots: MemslotDesc[]; fds: [number, number][] }
+  | { type: 'memslots'; slots: MemslotDesc[]; fds: [number, number][]; gen: number }
   | { type: 'devices'; add: DeviceDesc[]; remove: number[] }
   | { type: 'config'; config: Partial<VcpuConfig> }
   | { type: 'shared'; name: string; buffer: SharedArrayBuffer };
@@ -100,6 +104,7 @@ export class VcpuThread implements GuestCpu {
   private terminal: { reason: number; detail: string } | undefined;
   private readonly rr: ReadResult = { value: 0n };
   private readonly poll = new PollSet(2);
+  private readonly sync: Int32Array;
   interruptsEnabled = false;
   readonly handlers = new Map<number, (vector: number) => void>();
 
@@ -109,6 +114,7 @@ export class VcpuThread implements GuestCpu {
     this.kickFd = d.kickFd;
     this.port = d.port;
     this.vmShared = d.vmShared;
+    this.sync = d.sync;
     this.runMap = mapShared(d.runFd, KVM_VCPU_MMAP_SIZE);
     closeQuietly(d.runFd);
     this.run = new DataView(this.runMap.buffer);
@@ -139,10 +145,13 @@ export class VcpuThread implements GuestCpu {
   private receive(): IoctlRequest {
     for (;;) {
       let msg;
+      this.quiesce(true);
       try {
         msg = receiveMessage(this.sock);
       } catch {
         msg = null;
+      } finally {
+        this.quiesce(false);
       }
       if (!msg) throw new VcpuStopped();
       msg.fds.forEach(closeQuietly);
@@ -305,6 +314,16 @@ export class VcpuThread implements GuestCpu {
     return (w & EMU_ATTN_KICK) !== 0 && this.consumeKick();
   }
 
+  /**
+   * Mark this thread as blocked outside guest code (or back from it). A VM changing memslots waits
+   * until each vCPU thread has applied the change or is blocked like this: such a thread touches guest
+   * memory again only after an instruction boundary, which applies the change first.
+   */
+  private quiesce(blocked: boolean): void {
+    Atomics.store(this.sync, MEMSLOT_SYNC.quiescent, blocked ? 1 : 0);
+    if (blocked) Atomics.notify(this.sync, MEMSLOT_SYNC.applied);
+  }
+
   /** Take a pending kick (the "signal"); true if there was one. */
   consumeKick(): boolean {
     const w = Atomics.and(this.attn, ATTN_INDEX, ~EMU_ATTN_KICK);
@@ -315,8 +334,11 @@ export class VcpuThread implements GuestCpu {
     Atomics.and(this.attn, ATTN_INDEX, ~EMU_ATTN_UPDATE);
     for (let m = receiveMessageOnPort(this.port); m; m = receiveMessageOnPort(this.port)) {
       const u = m.message as VcpuUpdate;
-      if (u.type === 'memslots') this.mem.update(u.slots, new Map(u.fds));
-      else if (u.type === 'config') Object.assign(this.config, u.config);
+      if (u.type === 'memslots') {
+        this.mem.update(u.slots, new Map(u.fds));
+        Atomics.store(this.sync, MEMSLOT_SYNC.applied, u.gen);
+        Atomics.notify(this.sync, MEMSLOT_SYNC.applied);
+      } else if (u.type === 'config') Object.assign(this.config, u.config);
       else if (u.type === 'shared') this.shared.set(u.name, u.buffer);
       else this.updateDevices(u.add, u.remove);
     }
@@ -342,10 +364,20 @@ export class VcpuThread implements GuestCpu {
     return name === 'pio' ? this.pioBus : name === 'fast_mmio' ? this.fastMmioBus : this.mmioBus;
   }
 
-  /** Interrupt delivery; the irqchip model (kernel-model/irqchip.ts) installs the real one. */
+  /** Interrupt delivery at a boundary: pending GSIs run the guest's handlers (kernel-model/irqchip.ts). */
   deliverInterrupts(): void {
     Atomics.and(this.attn, ATTN_INDEX, ~EMU_ATTN_IRQ);
+    // One interrupt per boundary; more pending ones are taken at the following boundaries.
+    if (this.config.irqchip && this.apic?.deliver(this)) Atomics.or(this.attn, ATTN_INDEX, EMU_ATTN_IRQ);
   }
+
+  /** This vCPU's side of the irqchip, once the VM has one. */
+  private get apic(): LocalApic | undefined {
+    const state = this.shared.get(IRQCHIP_SHARED);
+    if (state && !this.localApic) this.localApic = new LocalApic(state);
+    return this.localApic;
+  }
+  private localApic: LocalApic | undefined;
 
   /**
    * Block until fd is ready for `events` or a kick / destruction arrives. Returns true when ready,
@@ -359,7 +391,12 @@ export class VcpuThread implements GuestCpu {
       if (w & EMU_ATTN_KICK && this.consumeKick()) return false;
       p.set(0, fd, events);
       p.set(1, this.kickFd, POLLIN);
-      p.wait(2, -1);
+      this.quiesce(true);
+      try {
+        p.wait(2, -1);
+      } finally {
+        this.quiesce(false);
+      }
       if (p.revents(1)) eventfdRead(this.kickFd);
       if (p.revents(0)) return true;
     }
@@ -374,7 +411,12 @@ export class VcpuThread implements GuestCpu {
       if (w & EMU_ATTN_KICK && this.consumeKick()) return false;
       if (w & bits) return true;
       p.set(0, this.kickFd, POLLIN);
-      p.wait(1, -1);
+      this.quiesce(true);
+      try {
+        p.wait(1, -1);
+      } finally {
+        this.quiesce(false);
+      }
       eventfdRead(this.kickFd);
     }
   }
@@ -635,11 +677,16 @@ export class VcpuThread implements GuestCpu {
   }
 
   hlt(): void {
+    const taken = this.apic?.delivered ?? 0;
     this.boundary();
     if (this.config.irqchip) {
-      // With an irqchip the vCPU sleeps in the kernel until an interrupt; a kick still returns EINTR.
-      while (!this.waitAttention(EMU_ATTN_IRQ)) this.interrupted();
-      this.deliverInterrupts();
+      // With an irqchip the vCPU sleeps in the kernel until it takes an interrupt (one taken at this
+      // very boundary counts: sti; hlt does not lose a wakeup). A kick returns EINTR and the vCPU
+      // stays halted; updates are applied while halted; with interrupts disabled only a kick ends it.
+      while ((this.apic?.delivered ?? 0) === taken) {
+        if (this.waitAttention(EMU_ATTN_IRQ | EMU_ATTN_UPDATE)) this.attention();
+        else this.interrupted();
+      }
       return;
     }
     this.setExit(KVM_EXIT_HLT);
@@ -648,6 +695,8 @@ export class VcpuThread implements GuestCpu {
 
   setInterruptsEnabled(on: boolean): void {
     this.interruptsEnabled = on;
+    // sti: interrupts that stayed pending while disabled are taken at this boundary.
+    if (on && this.config.irqchip) Atomics.or(this.attn, ATTN_INDEX, EMU_ATTN_IRQ);
     this.boundary();
   }
 

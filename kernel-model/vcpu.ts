@@ -14,6 +14,14 @@ import type { VcpuUpdate, VcpuWorkerData } from './vcpu-thread';
 
 const ATTN_INDEX = RUN.emu_kick / 4;
 const STOP_GRACE_MS = 2000;
+/** Longest a memslot change waits for a vCPU thread (guest code spinning without a CPU call never yields). */
+const MEMSLOT_SYNC_MS = 2000;
+
+/**
+ * Words of a vCPU's memslot synchronization array: the memslot generation its thread applied last,
+ * and whether the thread is blocked outside guest code (1) or may be using guest memory (0).
+ */
+export const MEMSLOT_SYNC = { applied: 0, quiescent: 1 } as const;
 
 export class VcpuHandle {
   /** Our end of the vCPU socket. */
@@ -28,6 +36,8 @@ export class VcpuHandle {
   private port: MessagePort | undefined;
   private watcher: ReturnType<typeof koffi.node.poll> | undefined;
   private exited: Promise<void> | undefined;
+  /** MEMSLOT_SYNC words; a thread starts quiescent (it runs no guest code before its first KVM_RUN). */
+  private readonly sync = new Int32Array(new SharedArrayBuffer(8));
 
   constructor(
     readonly id: number,
@@ -40,13 +50,24 @@ export class VcpuHandle {
     this.kickFd = eventfd(0, EFD_NONBLOCK);
     this.runMap = mapShared(this.runFd, KVM_VCPU_MMAP_SIZE);
     this.attn = new Int32Array(this.runMap.buffer, 0, 1024);
+    Atomics.store(this.sync, MEMSLOT_SYNC.quiescent, 1);
   }
 
   /** fds for the KVM_CREATE_VCPU reply: the vCPU socket, the kvm_run memfd, the kick eventfd. */
   replyFds(): number[] {
     const fds = [this.vmmEnd, dup(this.runFd), dup(this.kickFd)];
     this.vmmEnd = -1;
-    this.watcher = koffi.node.poll(this.sock, { readable: true, writable: false, disconnect: true }, () => this.start());
+    this.watcher = koffi.node.poll(this.sock, { readable: true, writable: false, disconnect: true }, (...args: unknown[]) => {
+      // koffi 3.3 calls back with (status, events), whatever its typings say. The VMM closed a vCPU
+      // fd it never used (kvm_vm_free of a VM full of idle vCPUs): there is nothing to run, so no
+      // thread to start; the vCPU itself lives on until the VM goes.
+      if ((args[1] as { disconnect?: boolean } | undefined)?.disconnect) {
+        this.watcher?.close();
+        this.watcher = undefined;
+        return;
+      }
+      this.start();
+    });
     return fds;
   }
 
@@ -64,7 +85,7 @@ export class VcpuHandle {
     Atomics.or(this.attn, ATTN_INDEX, EMU_ATTN_UPDATE);
     const data: VcpuWorkerData & { vcpuThread: true } = {
       vcpuThread: true, vcpuId: this.id, sock: dup(this.sock), runFd: dup(this.runFd), kickFd: dup(this.kickFd),
-      port: port2, vmShared: this.vmShared,
+      port: port2, vmShared: this.vmShared, sync: this.sync,
     };
     const w = new Worker(path.join(__dirname, 'vcpu-thread.js'), { workerData: data, transferList: [port2] });
     this.worker = w;
@@ -81,6 +102,27 @@ export class VcpuHandle {
     if (!this.port) return;
     this.port.postMessage(build());
     this.signal(EMU_ATTN_UPDATE);
+  }
+
+  /**
+   * Wait until the thread no longer uses memslots older than generation `gen`: it applied `gen`, or it
+   * is blocked outside guest code and will apply it before touching guest memory. This is the model's
+   * synchronize_srcu() after a memslot change: once KVM_SET_USER_MEMORY_REGION returns, no vCPU reads
+   * through the old slot (set_memory_region_test's "the guest never sees 2").
+   */
+  waitMemslots(gen: number): void {
+    if (!this.worker) return;
+    const deadline = Date.now() + MEMSLOT_SYNC_MS;
+    for (;;) {
+      const applied = Atomics.load(this.sync, MEMSLOT_SYNC.applied);
+      if (applied >= gen || Atomics.load(this.sync, MEMSLOT_SYNC.quiescent) === 1) return;
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        process.stderr.write(`kernel-model: vCPU ${this.id} did not reach an instruction boundary in ${MEMSLOT_SYNC_MS} ms; memslot change not synchronized\n`);
+        return;
+      }
+      Atomics.wait(this.sync, MEMSLOT_SYNC.applied, applied, Math.min(left, 50));
+    }
   }
 
   /** Set attention bits and wake the thread if it is blocked in poll (hlt, device wait). */

@@ -39,6 +39,8 @@ export class Vm {
   readonly memslots = new Memslots();
   private readonly backings: Backing[] = [];
   private nextBackingKey = 1;
+  /** Bumped by every memslot change; vCPU threads report the generation they applied. */
+  private memslotGen = 0;
   readonly vcpus = new Map<number, VcpuHandle>();
   readonly shared = new SharedArrayBuffer(VM_SHARED_BYTES);
   readonly config: VcpuConfig = { wire: 'v3', failureExit: false, irqchip: false };
@@ -119,7 +121,10 @@ export class Vm {
     const old = this.memslots.apply(m, change, backing);
     if (old && !this.memslots.uses(old.backing)) this.dropBacking(old.backing);
     if (backing && !this.memslots.uses(backing)) this.dropBacking(backing);
+    this.memslotGen++;
     this.publish(() => this.memslotUpdate());
+    // As KVM's synchronize_srcu: when the ioctl returns, no vCPU still uses the old slots.
+    for (const v of this.vcpus.values()) v.waitMemslots(this.memslotGen);
     return { ret: 0 };
   }
 
@@ -159,7 +164,7 @@ export class Vm {
       key: s.key, gpa: s.gpa, size: Number(s.size), offset: s.offset, readonly: (s.flags & KVM_MEM_READONLY) !== 0,
     }));
     const fds: [number, number][] = this.memslots.slots.map((s) => [s.key, dup(s.backing.fd)]);
-    return { type: 'memslots', slots, fds };
+    return { type: 'memslots', slots, fds, gen: this.memslotGen };
   }
 
   /**
@@ -247,6 +252,11 @@ export class Vm {
       }
     }
     throw fail(EINVAL, `capability ${cap} cannot be enabled on this VM`);
+  }
+
+  /** True once destroy() began: vCPU handles may be gone, so features must stop signalling them. */
+  get destroying(): boolean {
+    return this.destroyed;
   }
 
   /** Destroy the VM (its fd closed, or the system fd closed): stop vCPUs, release every fd. */

@@ -5,6 +5,7 @@
 // shared between threads and closing one never races with another thread using it.
 
 import type { IoDevice } from './io-bus';
+import { ioeventfdDevice } from './ioeventfd';
 import { createIoregionDevice } from './ioregion-device';
 import type { VcpuThread } from './vcpu-thread';
 
@@ -43,6 +44,7 @@ export type WorkerDeviceFactory = (desc: DeviceDesc, vcpu: VcpuThread) => Worker
 /** One line per device kind. */
 const factories: Record<string, WorkerDeviceFactory> = {
   ioregion: createIoregionDevice,
+  ioeventfd: ioeventfdDevice,
 };
 
 export function createWorkerDevice(desc: DeviceDesc, vcpu: VcpuThread): WorkerDevice {

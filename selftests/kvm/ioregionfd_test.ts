@@ -5,13 +5,14 @@
 import { EBADF, EEXIST, EINVAL, ENOENT, ENOSPC, ENOTTY, errnoName } from '../../proto/errno';
 import { IoctlResult } from '../../proto/control';
 import {
-  IOREGION, KVM_CAP_IOREGIONFD, KVM_CHECK_EXTENSION, KVM_CREATE_VM, KVM_EXIT_MMIO, KVM_IOREGION_DEASSIGN,
+  IOREGION, KVM_CAP_IOREGIONFD, KVM_CHECK_EXTENSION, KVM_CREATE_VM, KVM_EXIT_MMIO, KVM_IOEVENTFD_FLAG_PIO, KVM_IOREGION_DEASSIGN,
   KVM_IOREGION_PIO, KVM_IOREGION_POSTED_WRITES, KVM_SET_IOREGION, KVM_SET_IOREGIONFD, NR_IOBUS_DEVS,
 } from '../../proto/kvm-uapi';
 import { closeQuietly, eventfd, pipe, socketpair } from '../../proto/os';
 import { ksft_finished, ksft_print_header, ksft_set_plan, ksft_test_result } from '../kselftest';
 import { spawn_device_task } from './lib/device_task';
 import { GUEST_ASSERT_EQ, GUEST_DONE, GUEST_SYNC, readq } from './lib/guest';
+import { __vm_ioeventfd } from './lib/ioeventfd';
 import { __vm_deassign_ioregion, __vm_set_ioregion, IoregionArgs, kvm_ioregion, use_set_ioregion_ioctl, vm_set_ioregion } from './lib/ioregionfd';
 import {
   __kvm_ioctl, close_kvm_dev, kvm_has_cap, kvm_vm_free, KvmVm, le_store, open_kvm_dev_path, run_mmio,
@@ -101,6 +102,21 @@ function overlaps(vm: KvmVm, sock: number): void {
     ['the same range on the PIO bus', A, 0x100n, KVM_IOREGION_PIO, 0],
   ];
   for (const [what, paddr, size, flags, errno] of rows) expectErrno(reg(paddr, size, flags), errno, `overlap: ${what}`);
+  // ioeventfd and ioregionfd never share a byte on a bus, whichever came first (§3.2).
+  const efd = eventfd();
+  const E = MMIO_BASE + 0x18000n;
+  const ioe = (addr: bigint, len: number, flags = 0) => __vm_ioeventfd(vm, { addr, len, fd: efd, flags });
+  expectErrno(ioe(E, 4), 0, 'ioeventfd: a 4-byte ioeventfd at E');
+  expectErrno(reg(E - 8n, 0x10n), EEXIST, 'ioeventfd: a region covering an ioeventfd');
+  expectErrno(reg(E + 4n, 4n), 0, 'ioeventfd: a region right after the 4-byte ioeventfd');
+  expectErrno(ioe(E + 0x100n, 0), 0, 'ioeventfd: a len-0 ioeventfd at E+0x100');
+  expectErrno(reg(E + 0x104n, 4n), EEXIST, 'ioeventfd: a region 4 bytes above a len-0 ioeventfd (it counts as 8 bytes)');
+  expectErrno(reg(E + 0x108n, 4n), 0, 'ioeventfd: a region 8 bytes above a len-0 ioeventfd');
+  expectErrno(ioe(A + 0x10n, 2), EEXIST, 'ioeventfd: KVM_IOEVENTFD inside an ioregion');
+  expectErrno(ioe(A - 4n, 0), EEXIST, 'ioeventfd: a len-0 KVM_IOEVENTFD whose 8 bytes reach into an ioregion');
+  expectErrno(ioe(A, 4, KVM_IOEVENTFD_FLAG_PIO), EEXIST, 'ioeventfd: a PIO ioeventfd over the PIO region at the same numbers');
+  expectErrno(ioe(A + 0x200n, 4, KVM_IOEVENTFD_FLAG_PIO), 0, 'ioeventfd: a PIO ioeventfd where only an MMIO region is');
+  closeQuietly(efd);
   // Same fd for many regions is allowed: no fd collision check.
   ksft_test_result(reg(A + 0x400n, 8n).ret === 0 && reg(A + 0x408n, 8n).ret === 0, 'one fd may serve several regions');
 }
@@ -192,7 +208,7 @@ async function lifetime(): Promise<void> {
 async function main(): Promise<void> {
   ksft_print_header();
   TEST_REQUIRE(kvm_has_cap(KVM_CAP_IOREGIONFD), 'kvm_has_cap(KVM_CAP_IOREGIONFD)');
-  ksft_set_plan(52);
+  ksft_set_plan(62);
   layout();
   const vm = vm_create();
   const [sock, peer] = socketpair('seqpacket');

@@ -30,6 +30,8 @@ export const hlt = () => cpu().hlt();
 export const sti = () => cpu().setInterruptsEnabled(true);
 export const cli = () => cpu().setInterruptsEnabled(false);
 export const cpu_relax = () => cpu().pause();
+/** Install (or with undefined, remove) the handler of an interrupt vector; with an irqchip, GSI n is vector n. */
+export const set_interrupt_handler = (vector: number, handler: ((vector: number) => void) | undefined) => cpu().setInterruptHandler(vector, handler);
 /** Copy bytes to/from guest physical memory of any length (split like x86: pages, <= 8-byte MMIO chunks). */
 export const write_bytes = (gpa: bigint, data: Uint8Array) => cpu().writeBytes(gpa, data);
 export const read_bytes = (gpa: bigint, out: Uint8Array) => cpu().readBytes(gpa, out);

@@ -48,6 +48,11 @@ export function open_kvm_dev_path(opts: OpenKvmOptions = {}): number {
   return ours;
 }
 
+/** The pid of the kernel-model process behind a system fd from open_kvm_dev_path (until close_kvm_dev). */
+export function kvm_dev_pid(fd: number): number | undefined {
+  return kernelModels.get(fd)?.pid;
+}
+
 /** Close a system fd from open_kvm_dev_path: the kernel-model destroys its VMs and exits. */
 export function close_kvm_dev(fd: number): void {
   kernelModels.delete(fd);

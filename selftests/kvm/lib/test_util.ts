@@ -76,6 +76,11 @@ export function __TEST_REQUIRE(cond: unknown, text: string): asserts cond {
   ksft_exit_skip(`- ${text}\n`);
 }
 
+/** usleep for the host side, in milliseconds: blocks this thread (the vCPUs run in the kernel-model). */
+export function msleep(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
 /** pr_info: progress text on stdout, written synchronously so it precedes any later failure banner. */
 export function pr_info(text: string): void {
   writeFdSync(1, text.endsWith('\n') ? text : `${text}\n`);
