@@ -6,7 +6,7 @@ import { IoctlResult } from '../../../proto/control';
 import { errnoName } from '../../../proto/errno';
 import { IOEVENTFD, KVM_IOEVENTFD, KVM_IOEVENTFD_FLAG_DEASSIGN } from '../../../proto/kvm-uapi';
 import { eventfdRead, PollSet, POLLIN } from '../../../proto/os';
-import { __vm_ioctl, KvmVm, kvm_vm_free, open_kvm_dev_path, vm_create_barebones } from './kvm_util';
+import { __vm_ioctl, kvm_dev_pid, KvmVm, kvm_vm_free, open_kvm_dev_path, vm_create_barebones } from './kvm_util';
 import { msleep, TEST_ASSERT } from './test_util';
 
 export interface IoeventfdArgs {
@@ -70,22 +70,6 @@ export function eventfd_wait_consumed(fd: number, timeoutMs = 2000): boolean {
 
 // ---- counting the kernel-model's eventfd references ----------------------------------------------
 
-/** Our children running kernel-model/main.js. */
-function kernel_model_pids(): Set<number> {
-  const pids = new Set<number>();
-  for (const p of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(p)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${p}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === process.pid && fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('kernel-model/main.js')) pids.add(Number(p));
-    } catch {
-      // The process went away meanwhile.
-    }
-  }
-  return pids;
-}
-
 /** How many eventfds a process holds open. */
 export function eventfds_of(pid: number): number {
   let n = 0;
@@ -117,10 +101,10 @@ export function eventfds_settled(pid: number, target: number): number {
  * with close_kvm_dev(kvm).
  */
 export function open_counted_kernel_model(): { kvm: number; pid: number; before: number } {
-  const others = kernel_model_pids();
   const kvm = open_kvm_dev_path();
   kvm_vm_free(vm_create_barebones(kvm));
-  const pid = [...kernel_model_pids()].find((p) => !others.has(p));
+  // Ask kvm_util which process serves this fd: a process listing could pick up anyone's kernel-model.
+  const pid = kvm_dev_pid(kvm);
   TEST_ASSERT(pid !== undefined, 'cannot find the new kernel-model process');
   return { kvm, pid, before: eventfds_settled(pid, -1) };
 }
