@@ -96,6 +96,11 @@ export function codeToSize(code: number): number {
  * (host/little-endian). Also used to zero-extend write payloads; size 0 yields 0n.
  * Throws RangeError for a size other than 0, 1, 2, 4, 8.
  */
+/** All-ones in the low `bytes` bytes (any byte count; 8 and more give the full 64 bits). */
+export function sizeMask(bytes: number): bigint {
+  return bytes >= 8 ? U64_MAX : (1n << BigInt(8 * bytes)) - 1n;
+}
+
 export function truncateToSize(data: bigint, size: number): bigint {
   switch (size) {
     case 0:

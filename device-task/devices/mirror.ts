@@ -16,6 +16,7 @@
 // checking serialization. The count is a lower bound: a second command sent just after the poll
 // goes unseen.
 
+import { sizeMask } from '../../proto/ioregionfd-wire';
 import type { DeviceDefinition } from '../sdk/device-model';
 
 /** XORed into every mirrored value, so that offset 0 / user_data 0 does not answer 0. */
@@ -24,7 +25,6 @@ export const MIRROR_PATTERN = 0x5a5a_5a5a_5a5a_5a5an;
 export const MIRROR_BACKLOG_OFFSET = 0xfff8n;
 
 const U64 = 0xffff_ffff_ffff_ffffn;
-const sizeMask = (size: number) => (size >= 8 ? U64 : (1n << BigInt(8 * size)) - 1n);
 
 /** What the mirror device answers to a read (also for tests computing the expected value). */
 export function mirrorValue(offset: bigint, size: number, userData: bigint): bigint {

@@ -2,9 +2,9 @@
 // into its low bytes, a read of n bytes returns its low n bytes; offsets are ignored, so every port or
 // address of the region echoes the same value.
 
+import { sizeMask as mask } from '../../proto/ioregionfd-wire';
 import type { DeviceDefinition } from '../sdk/device-model';
 
-const mask = (size: number) => (size >= 8 ? 0xffffffffffffffffn : (1n << BigInt(8 * size)) - 1n);
 
 export const testdev: DeviceDefinition = {
   name: 'testdev',

@@ -28,6 +28,7 @@
 import type { DeviceContext, DeviceDefinition, DeviceModel } from './device-model';
 import type { EventSignal, EventWaiter } from './eventfd';
 import { GuestMemoryDma } from './guest-memory';
+import { sizeMask } from '../../proto/ioregionfd-wire';
 
 /** Sizes of the accesses KVM hands to a device (spec §2.6). */
 export const ACCESS_SIZES = [1, 2, 4, 8] as const;
@@ -37,7 +38,6 @@ export const SWEEP_SLACK = 64;
 export const FAKE_RAM_SIZE = 1 << 20;
 
 const U64_MAX = 0xffff_ffff_ffff_ffffn;
-const sizeMask = (size: number) => (size >= 8 ? U64_MAX : (1n << BigInt(8 * size)) - 1n);
 const hex = (v: bigint | number) => `0x${v.toString(16)}`;
 
 /** An eventfd stand-in that records every signal; waiting on it times out at once. */

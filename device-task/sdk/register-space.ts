@@ -16,7 +16,7 @@ export interface RegisterDef {
   onRead?(): bigint;
 }
 
-const mask = (bytes: number) => (bytes >= 8 ? 0xffffffffffffffffn : (1n << BigInt(8 * bytes)) - 1n);
+import { sizeMask as mask } from '../../proto/ioregionfd-wire';
 
 export class RegisterSpace {
   private readonly defs: RegisterDef[];
