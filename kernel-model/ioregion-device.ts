@@ -15,11 +15,11 @@
 // - A region deassigned while a vCPU is interrupted inside one of its accesses: the rest of the
 //   access becomes an ordinary exit (DEVICE_GONE).
 
-import { EAGAIN, EINVAL, EIO, EOPNOTSUPP } from '../proto/errno';
+import { EAGAIN, EINTR, EINVAL, EIO, EOPNOTSUPP } from '../proto/errno';
 import {
   decodeResp, encodeCmdFields, IOREGIONFD_CMD_READ, IOREGIONFD_CMD_WRITE, IOREGIONFD_MSG_SIZE, truncateToSize,
 } from '../proto/ioregionfd-wire';
-import { closeQuietly, getStatusFlags, MSG_DONTWAIT, O_NONBLOCK, PollSet, POLLOUT, POLLIN, readRaw, sendRaw, writeRaw } from '../proto/os';
+import { closeQuietly, getStatusFlags, MSG_DONTWAIT, O_NONBLOCK, PollSet, POLLOUT, sendRaw, writeRaw } from '../proto/os';
 import { DEVICE_GONE, IoDevice, ReadResult } from './io-bus';
 import { CONTEXT_BYTES, FdTransport, IOREGION_SHARED, IoregionFields, MAX_CONTEXTS, STAT, STAT_WORDS } from './ioregionfd';
 import type { VcpuThread } from './vcpu-thread';
@@ -157,27 +157,24 @@ class IoregionDevice implements IoDevice {
     return 0;
   }
 
-  /** Read one whole response; after a kick, only the reply is awaited (the command is not resent). */
+  /**
+   * Read one whole response, blocked in read(2) itself; after a kick, only the reply is awaited (the
+   * command is not resent). On an fd someone made O_NONBLOCK an idle device gives EAGAIN at once,
+   * which the RFC reports as EINVAL.
+   */
   private receive(): number {
     const fd = this.readFd;
     const seqpacket = this.f.readTransport === 'seqpacket';
     let got = 0;
     while (got < IOREGIONFD_MSG_SIZE) {
-      if (IoregionDevice.nonBlocking(fd)) {
-        const n = readRaw(fd, got ? this.reply.subarray(got) : this.reply, IOREGIONFD_MSG_SIZE - got);
-        if (n === -EAGAIN) return EINVAL;
-        const e = this.took(n, seqpacket);
-        if (e) return e;
-        got += n;
-        continue;
-      }
-      if (!this.vcpu.waitFd(fd, POLLIN)) {
+      const n = this.vcpu.readWakeable(fd, got ? this.reply.subarray(got) : this.reply, seqpacket ? this.reply.length : IOREGIONFD_MSG_SIZE - got);
+      if (n === 'kicked') {
         this.interrupted();
         if (this.removed) return DEVICE_GONE;
         continue;
       }
-      const n = readRaw(fd, got ? this.reply.subarray(got) : this.reply, seqpacket ? this.reply.length : IOREGIONFD_MSG_SIZE - got);
-      if (n === -EAGAIN) continue;
+      if (n === -EINTR) continue;
+      if (n === -EAGAIN) return EINVAL;
       const e = this.took(n, seqpacket);
       if (e) return e;
       got += n;

@@ -4,7 +4,7 @@
 // It exits when the system fd closes, and dies with its parent (PR_SET_PDEATHSIG), so a VMM that
 // crashes never leaves it behind.
 
-import { dieWithParent } from '../proto/os';
+import { dieWithParent, installWakeSignal } from '../proto/os';
 import { FEATURES } from './features';
 import { KvmOptions, KvmSystem } from './kvm';
 import { KVM_CAP_IOREGIONFD, KVM_SET_IOREGION } from '../proto/kvm-uapi';
@@ -27,4 +27,6 @@ function parseOptions(argv: string[]): KvmOptions {
 }
 
 dieWithParent();
+// Signals are how vCPU threads are woken out of blocking syscalls (kernel-model/vcpu.ts).
+installWakeSignal();
 new KvmSystem(SYSTEM_FD, FEATURES, parseOptions(process.argv.slice(2)), () => process.exit(0));

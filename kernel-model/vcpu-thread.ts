@@ -17,12 +17,12 @@ import {
   KVM_VCPU_MMAP_SIZE, PAGE_SIZE, REGS, REGS_SIZE, RUN, regOffset,
 } from '../proto/kvm-uapi';
 import {
-  closeQuietly, eventfdRead, mapShared, Mapping, PollSet, POLLIN, receiveMessage, sendMessage, setNonBlocking, unmap,
+  closeQuietly, gettid, mapShared, Mapping, PollSet, readInterruptible, receiveMessage, sendMessage, setNonBlocking, sleepUntilSignal, unmap,
 } from '../proto/os';
 import { busRead, busWrite, DEVICE_GONE, IoBus, IoDevice, ReadResult } from './io-bus';
 import { GuestMemory, loadLE, MemslotDesc, storeLE } from './guest-memory';
 import { IRQCHIP_SHARED, LocalApic } from './irqchip';
-import { MEMSLOT_SYNC } from './vcpu';
+import { BLOCKED_HLT, BLOCKED_IO, MEMSLOT_SYNC } from './vcpu';
 import { BusName, createWorkerDevice, DeviceDesc, WorkerDevice } from './worker-devices';
 
 /** Unwinds guest code when the VM is destroyed or the vCPU fd is closed. */
@@ -32,7 +32,6 @@ export interface VcpuWorkerData {
   vcpuId: number;
   sock: number;
   runFd: number;
-  kickFd: number;
   port: MessagePort;
   vmShared: SharedArrayBuffer;
   /** Memslot synchronization words shared with the VcpuHandle (MEMSLOT_SYNC). */
@@ -90,7 +89,6 @@ export class VcpuThread implements GuestCpu {
   private readonly runMap: Mapping;
   private readonly attn: Int32Array;
   private readonly sock: number;
-  readonly kickFd: number;
   private readonly port: MessagePort;
   readonly vmShared: SharedArrayBuffer;
   private readonly devices = new Map<number, WorkerDevice>();
@@ -103,7 +101,7 @@ export class VcpuThread implements GuestCpu {
   /** Set once guest code returned or threw: every later KVM_RUN reports the same exit. */
   private terminal: { reason: number; detail: string } | undefined;
   private readonly rr: ReadResult = { value: 0n };
-  private readonly poll = new PollSet(2);
+  private readonly poll = new PollSet(1);
   private readonly sync: Int32Array;
   interruptsEnabled = false;
   readonly handlers = new Map<number, (vector: number) => void>();
@@ -111,10 +109,11 @@ export class VcpuThread implements GuestCpu {
   constructor(d: VcpuWorkerData) {
     this.vcpuId = d.vcpuId;
     this.sock = d.sock;
-    this.kickFd = d.kickFd;
     this.port = d.port;
     this.vmShared = d.vmShared;
     this.sync = d.sync;
+    // The handle signals this thread by its kernel thread id.
+    Atomics.store(this.sync, MEMSLOT_SYNC.tid, gettid());
     this.runMap = mapShared(d.runFd, KVM_VCPU_MMAP_SIZE);
     closeQuietly(d.runFd);
     this.run = new DataView(this.runMap.buffer);
@@ -380,44 +379,69 @@ export class VcpuThread implements GuestCpu {
   private localApic: LocalApic | undefined;
 
   /**
+   * Enter a wakeable blocking section: tell the handle what would wake us, then look at the attention
+   * word (in that order, so a wake posted after the look finds us marked). Throws on destruction;
+   * false when a kick was pending (consumed). Every true must be followed by unblock().
+   */
+  private block(kind: number): boolean {
+    Atomics.store(this.sync, MEMSLOT_SYNC.blocked, kind);
+    const w = Atomics.load(this.attn, ATTN_INDEX);
+    if (w & EMU_ATTN_STOP || (w & EMU_ATTN_KICK && this.consumeKick())) {
+      Atomics.store(this.sync, MEMSLOT_SYNC.blocked, 0);
+      if (w & EMU_ATTN_STOP) throw new VcpuStopped();
+      return false;
+    }
+    this.quiesce(true);
+    return true;
+  }
+
+  private unblock(): void {
+    this.quiesce(false);
+    Atomics.store(this.sync, MEMSLOT_SYNC.blocked, 0);
+  }
+
+  /**
    * Block until fd is ready for `events` or a kick / destruction arrives. Returns true when ready,
    * false when kicked (the caller decides how to resume). Interrupts and updates do not end the wait.
    */
   waitFd(fd: number, events: number): boolean {
     const p = this.poll;
     for (;;) {
-      const w = Atomics.load(this.attn, ATTN_INDEX);
-      if (w & EMU_ATTN_STOP) throw new VcpuStopped();
-      if (w & EMU_ATTN_KICK && this.consumeKick()) return false;
+      if (!this.block(BLOCKED_IO)) return false;
       p.set(0, fd, events);
-      p.set(1, this.kickFd, POLLIN);
-      this.quiesce(true);
+      let ready: number;
       try {
-        p.wait(2, -1);
+        ready = p.waitInterruptible(1, -1);
       } finally {
-        this.quiesce(false);
+        this.unblock();
       }
-      if (p.revents(1)) eventfdRead(this.kickFd);
-      if (p.revents(0)) return true;
+      if (ready > 0) return true;
+    }
+  }
+
+  /**
+   * A read(2) that blocks in the kernel (no poll first: the cheapest wait for a device's reply) and
+   * that a kick still ends: n >= 0, -errno (-EINTR for any wake, so re-check), or 'kicked'.
+   */
+  readWakeable(fd: number, buf: Uint8Array, len: number): number | 'kicked' {
+    if (!this.block(BLOCKED_IO)) return 'kicked';
+    try {
+      return readInterruptible(fd, buf, len);
+    } finally {
+      this.unblock();
     }
   }
 
   /** Block until the attention word has any of `bits` (interrupts for hlt); false when kicked. */
   waitAttention(bits: number): boolean {
-    const p = this.poll;
     for (;;) {
-      const w = Atomics.load(this.attn, ATTN_INDEX);
-      if (w & EMU_ATTN_STOP) throw new VcpuStopped();
-      if (w & EMU_ATTN_KICK && this.consumeKick()) return false;
-      if (w & bits) return true;
-      p.set(0, this.kickFd, POLLIN);
-      this.quiesce(true);
+      if (!this.block(BLOCKED_HLT)) return false;
       try {
-        p.wait(1, -1);
+        if (Atomics.load(this.attn, ATTN_INDEX) & bits) return true;
+        sleepUntilSignal(-1);
       } finally {
-        this.quiesce(false);
+        this.unblock();
       }
-      eventfdRead(this.kickFd);
     }
   }
 
@@ -427,7 +451,6 @@ export class VcpuThread implements GuestCpu {
     this.mem.clear();
     unmap(this.runMap);
     closeQuietly(this.sock);
-    closeQuietly(this.kickFd);
     this.port.close();
   }
 

@@ -2,26 +2,39 @@
 //
 // The worker starts lazily, at the first ioctl on the vCPU fd, so creating KVM_CAP_MAX_VCPUS vCPUs
 // stays cheap. Every fd a worker uses is a dup it owns; the handle keeps the originals.
+//
+// Waking a vCPU thread is a signal, as the kernel kicks a vCPU with an IPI: the handle sets bits in
+// the thread's attention word and sends it WAKE_SIGNAL, which makes the blocking syscall it may sit
+// in (a device's reply, room to send, hlt) return EINTR. The VMM's kick arrives on the kick eventfd,
+// which this thread alone reads. A signal can land just before the thread enters its syscall (it
+// checks its attention word first, then blocks), so while the thread is blocked with a wake pending
+// the handle sends it again every WAKE_RETRY_MS.
 
 import * as path from 'path';
 import koffi from 'koffi';
 import { MessageChannel, MessagePort, Worker } from 'worker_threads';
-import { EMU_ATTN_STOP, EMU_ATTN_UPDATE, KVM_VCPU_MMAP_SIZE, RUN } from '../proto/kvm-uapi';
+import { EMU_ATTN_IRQ, EMU_ATTN_KICK, EMU_ATTN_STOP, EMU_ATTN_UPDATE, KVM_VCPU_MMAP_SIZE, RUN } from '../proto/kvm-uapi';
 import {
-  closeQuietly, dup, EFD_NONBLOCK, eventfd, eventfdWrite, mapShared, Mapping, memfd, shutdown, socketpair, unmap,
+  closeQuietly, dup, EFD_NONBLOCK, eventfd, eventfdRead, mapShared, Mapping, memfd, shutdown, socketpair, tgkill, unmap, WAKE_SIGNAL,
 } from '../proto/os';
 import type { VcpuUpdate, VcpuWorkerData } from './vcpu-thread';
 
 const ATTN_INDEX = RUN.emu_kick / 4;
 const STOP_GRACE_MS = 2000;
+const WAKE_RETRY_MS = 2;
 /** Longest a memslot change waits for a vCPU thread (guest code spinning without a CPU call never yields). */
 const MEMSLOT_SYNC_MS = 2000;
 
 /**
- * Words of a vCPU's memslot synchronization array: the memslot generation its thread applied last,
- * and whether the thread is blocked outside guest code (1) or may be using guest memory (0).
+ * Words shared between a vCPU thread and its handle: the memslot generation the thread applied last;
+ * whether it is blocked outside guest code (1) or may be using guest memory (0); its kernel thread id;
+ * and whether it sits in a wakeable blocking syscall (BLOCKED_*).
  */
-export const MEMSLOT_SYNC = { applied: 0, quiescent: 1 } as const;
+export const MEMSLOT_SYNC = { applied: 0, quiescent: 1, tid: 2, blocked: 3 } as const;
+/** Blocked waiting for a device or room to send: a kick or destruction must wake it. */
+export const BLOCKED_IO = 1;
+/** Halted (hlt with an irqchip): interrupts and updates wake it too. */
+export const BLOCKED_HLT = 2;
 
 export class VcpuHandle {
   /** Our end of the vCPU socket. */
@@ -35,9 +48,12 @@ export class VcpuHandle {
   private worker: Worker | undefined;
   private port: MessagePort | undefined;
   private watcher: ReturnType<typeof koffi.node.poll> | undefined;
+  /** Watches the kick eventfd the VMM writes to signal this vCPU. */
+  private kickWatcher: ReturnType<typeof koffi.node.poll> | undefined;
+  private wakeRetry: NodeJS.Timeout | undefined;
   private exited: Promise<void> | undefined;
   /** MEMSLOT_SYNC words; a thread starts quiescent (it runs no guest code before its first KVM_RUN). */
-  private readonly sync = new Int32Array(new SharedArrayBuffer(8));
+  private readonly sync = new Int32Array(new SharedArrayBuffer(16));
 
   constructor(
     readonly id: number,
@@ -84,9 +100,13 @@ export class VcpuHandle {
     for (const u of this.initialState()) this.port.postMessage(u);
     Atomics.or(this.attn, ATTN_INDEX, EMU_ATTN_UPDATE);
     const data: VcpuWorkerData & { vcpuThread: true } = {
-      vcpuThread: true, vcpuId: this.id, sock: dup(this.sock), runFd: dup(this.runFd), kickFd: dup(this.kickFd),
+      vcpuThread: true, vcpuId: this.id, sock: dup(this.sock), runFd: dup(this.runFd),
       port: port2, vmShared: this.vmShared, sync: this.sync,
     };
+    this.kickWatcher = koffi.node.poll(this.kickFd, { readable: true, writable: false, disconnect: false }, () => {
+      eventfdRead(this.kickFd);
+      this.wake();
+    });
     const w = new Worker(path.join(__dirname, 'vcpu-thread.js'), { workerData: data, transferList: [port2] });
     this.worker = w;
     w.on('error', (e) => {
@@ -125,10 +145,33 @@ export class VcpuHandle {
     }
   }
 
-  /** Set attention bits and wake the thread if it is blocked in poll (hlt, device wait). */
+  /** Set attention bits and wake the thread if it is blocked (device wait, hlt). */
   signal(bits: number): void {
     Atomics.or(this.attn, ATTN_INDEX, bits);
-    eventfdWrite(this.kickFd);
+    this.wake();
+  }
+
+  /** Whether the thread sits in a blocking syscall that its pending attention bits should end. */
+  private needsWake(): boolean {
+    const blocked = Atomics.load(this.sync, MEMSLOT_SYNC.blocked);
+    if (!blocked) return false;
+    const w = Atomics.load(this.attn, ATTN_INDEX);
+    return (w & (EMU_ATTN_KICK | EMU_ATTN_STOP)) !== 0 || (blocked === BLOCKED_HLT && (w & (EMU_ATTN_IRQ | EMU_ATTN_UPDATE)) !== 0);
+  }
+
+  /** Signal the thread out of its syscall, and again every WAKE_RETRY_MS while that is still needed. */
+  private wake(): void {
+    const tid = Atomics.load(this.sync, MEMSLOT_SYNC.tid);
+    if (!tid || !this.needsWake()) return;
+    tgkill(process.pid, tid, WAKE_SIGNAL);
+    this.wakeRetry ??= setInterval(() => {
+      if (this.needsWake()) {
+        tgkill(process.pid, tid, WAKE_SIGNAL);
+      } else {
+        clearInterval(this.wakeRetry);
+        this.wakeRetry = undefined;
+      }
+    }, WAKE_RETRY_MS);
   }
 
   /**
@@ -138,6 +181,8 @@ export class VcpuHandle {
   async destroy(): Promise<void> {
     this.watcher?.close();
     this.watcher = undefined;
+    this.kickWatcher?.close();
+    this.kickWatcher = undefined;
     if (this.worker) {
       this.signal(EMU_ATTN_STOP);
       shutdown(this.sock);
@@ -148,6 +193,8 @@ export class VcpuHandle {
       // Guest code spinning without touching the CPU never reaches a boundary; JS can be terminated.
       if (timedOut) await this.worker.terminate();
       this.port?.close();
+      clearInterval(this.wakeRetry);
+      this.wakeRetry = undefined;
     }
     unmap(this.runMap);
     closeQuietly(this.sock);

@@ -34,6 +34,8 @@ const c = {
   getppid: libc.func('int getppid(void)'),
   getpid: libc.func('int getpid(void)'),
   getsockopt: libc.func('int getsockopt(int fd, int level, int name, _Out_ int *value, _Inout_ uint32_t *len)'),
+  sigaction: libc.func('int sigaction(int sig, const void *act, void *oldact)'),
+  dlsym: libc.func('void *dlsym(void *handle, const char *name)'),
 };
 
 export const AF_UNIX = 1;
@@ -201,6 +203,47 @@ export function write(fd: number, buf: Uint8Array, off = 0, len = buf.length - o
 }
 
 /**
+ * read(2) that a signal can interrupt: n >= 0, or -errno, -EINTR included (see installWakeSignal).
+ * Used where a thread must block in the read itself yet stay wakeable.
+ */
+export function readInterruptible(fd: number, buf: Uint8Array, len = buf.length): number {
+  const r = Number(c.read(fd, buf, len));
+  return r >= 0 ? r : -koffi.errno();
+}
+
+/** poll(2) on no fds: sleep until a signal (EINTR) or the timeout. */
+export function sleepUntilSignal(timeoutMs: number): void {
+  c.poll(null, 0, timeoutMs);
+}
+
+/** The kernel thread id of the calling thread (gettid). */
+export function gettid(): number {
+  return Number(c.syscall5(186 /* SYS_gettid */, 0, 0, 0, 0, 0));
+}
+
+/** tgkill(2): send `sig` to one thread of a process; false if it is gone. */
+export function tgkill(pid: number, tid: number, sig: number): boolean {
+  return Number(c.syscall5(234 /* SYS_tgkill */, pid, tid, sig, 0, 0)) === 0;
+}
+
+/** The real-time signal the kernel-model uses to wake a vCPU thread out of a blocking syscall. */
+export const WAKE_SIGNAL = 45;
+
+/**
+ * Install WAKE_SIGNAL's process-wide handler: a no-op (libc's abs(), a pure function, is a valid
+ * async-signal-safe handler: JS can never run in signal context) WITHOUT SA_RESTART, so a blocking
+ * read(2) or poll(2) in the signalled thread returns EINTR. Idempotent.
+ */
+export function installWakeSignal(): void {
+  const handler = c.dlsym(null, 'abs') as bigint;
+  if (!handler) throw new SyscallError('dlsym(abs)', 2);
+  // glibc struct sigaction (x86-64): handler @0, sa_mask @8 (128 bytes), sa_flags @136, restorer @144.
+  const act = Buffer.alloc(152);
+  act.writeBigUInt64LE(handler, 0);
+  if (c.sigaction(WAKE_SIGNAL, act, null) !== 0) fail('sigaction');
+}
+
+/**
  * The raw result of read(2)/write(2) with errno, for hot paths that branch on EAGAIN/EPIPE without the
  * cost of an exception: returns n >= 0, or -errno.
  */
@@ -355,6 +398,12 @@ export class PollSet {
   revents(i: number): number {
     return this.view.getInt16(8 * i + 6, true);
   }
+  /** poll(2) that a signal ends: the number ready, 0 on timeout, or -errno (-EINTR). */
+  waitInterruptible(n: number, timeoutMs: number): number {
+    const r = c.poll(this.buf, n, timeoutMs);
+    return r < 0 ? -koffi.errno() : r;
+  }
+
   /** poll(2) on the first n entries; returns the number ready (0 on timeout). EINTR is retried. */
   wait(n: number, timeoutMs: number): number {
     const r = retry(() => c.poll(this.buf, n, timeoutMs));
