@@ -16,6 +16,7 @@ import {
 import { fakeDeviceContext } from './sdk/conformance';
 import { testdev } from './devices/testdev';
 import { MIRROR_BACKLOG_OFFSET, mirrorValue } from './devices/mirror';
+import { Rng } from './sdk/conformance';
 
 const MAIN = path.join(__dirname, '..', 'dist', 'device-task', 'main.js');
 const EXIT_BAD_MANIFEST = 2;
@@ -69,17 +70,10 @@ function manifest(over: Partial<DeviceTaskManifest>): DeviceTaskManifest {
   return { version: MANIFEST_VERSION, device: 'testdev', config: {}, layout: 'v3', channels: [], memory: [], eventfds: {}, ...over };
 }
 
-/** xorshift32 for reproducible command mixes and fragmentations. */
+/** A reproducible u32 stream for command mixes and fragmentations. */
 function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s;
-  };
+  const r = new Rng(seed);
+  return () => r.u32();
 }
 
 const sleepMs = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);

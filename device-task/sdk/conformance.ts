@@ -134,8 +134,8 @@ export interface ConformanceOptions {
   maxViolations?: number;
 }
 
-/** xorshift32, so every choice the suite makes replays from the seed. */
-class Rng {
+/** xorshift32, so every choice the suite makes replays from the seed (also used by device-task tests). */
+export class Rng {
   private s: number;
   constructor(seed: number) {
     this.s = seed >>> 0 || 0x9e3779b9;
