@@ -21,7 +21,7 @@ import {
 } from '../proto/ioregionfd-wire';
 import { closeQuietly, getStatusFlags, MSG_DONTWAIT, O_NONBLOCK, PollSet, POLLOUT, sendRaw, writeRaw } from '../proto/os';
 import { DEVICE_GONE, IoDevice, ReadResult } from './io-bus';
-import { CONTEXT_BYTES, FdTransport, IOREGION_SHARED, IoregionFields, MAX_CONTEXTS, STAT, STAT_WORDS } from './ioregionfd';
+import { CONTEXT_BYTES, CONTEXT_WORDS, CTX, FdTransport, IOREGION_SHARED, IoregionFields, MAX_CONTEXTS, STAT, STAT_WORDS } from './ioregionfd';
 import type { VcpuThread } from './vcpu-thread';
 import type { DeviceDesc, WorkerDevice } from './worker-devices';
 
@@ -51,7 +51,7 @@ class IoregionDevice implements IoDevice {
     this.readFd = desc.fds.length > 1 ? desc.fds[0] : -1;
     const shared = vcpu.shared.get(IOREGION_SHARED);
     if (!shared) throw new Error('ioregionfd shared memory missing');
-    this.lockWords = new Int32Array(shared, 0, MAX_CONTEXTS * 2);
+    this.lockWords = new Int32Array(shared, 0, MAX_CONTEXTS * CONTEXT_WORDS);
     this.stats = new BigInt64Array(shared, CONTEXT_BYTES + this.f.statSlot * STAT_WORDS * 8, STAT_WORDS);
   }
 
@@ -77,7 +77,7 @@ class IoregionDevice implements IoDevice {
       if (this.removed) return DEVICE_GONE;
       // A FAST_MMIO doorbell encodes like a 1-byte write of 0 (byte-identical in v3, valid in v1).
       encodeCmdFields(this.vcpu.config.wire, this.msgView, 0, cmd, Math.max(len, 1), resp, this.f.userData, addr - this.addr, value);
-      let e = this.send();
+      let e = this.send(resp);
       if (e === 0 && resp) e = this.receive();
       if (e === 0) {
         Atomics.add(this.stats, cmd === IOREGIONFD_CMD_READ ? STAT.reads : resp ? STAT.writes : STAT.posted, 1n);
@@ -99,27 +99,70 @@ class IoregionDevice implements IoDevice {
   /** Take this context's ticket and wait for it; a kick returns to the VMM without losing the place. */
   private lock(): void {
     const w = this.lockWords;
-    const serving = 2 * this.f.context + 1;
-    const ticket = Atomics.add(w, 2 * this.f.context, 1);
-    for (;;) {
-      const now = Atomics.load(w, serving);
-      if (now === ticket) break;
-      Atomics.wait(w, serving, now, LOCK_POLL_MS);
-      if (this.vcpu.checkSignal()) this.interrupted();
+    const serving = CONTEXT_WORDS * this.f.context + CTX.serving;
+    const ticket = Atomics.add(w, CONTEXT_WORDS * this.f.context + CTX.next, 1);
+    try {
+      for (;;) {
+        const now = Atomics.load(w, serving);
+        if (now === ticket) break;
+        // Waiting for the fd touches no guest memory: a memslot change need not wait for us.
+        this.vcpu.quiesce(true);
+        Atomics.wait(w, serving, now, LOCK_POLL_MS);
+        this.vcpu.quiesce(false);
+        if (this.vcpu.checkSignal()) this.interrupted();
+      }
+    } catch (e) {
+      // This thread is leaving (its vCPU fd closed, or the VM is going): a ticket nobody serves
+      // would stop every vCPU queued behind it, so take the turn and pass it on.
+      this.vcpu.quiesce(false);
+      this.passTurn(ticket);
+      throw e;
     }
     this.locked = true;
   }
 
+  private passTurn(ticket: number): void {
+    const w = this.lockWords;
+    const serving = CONTEXT_WORDS * this.f.context + CTX.serving;
+    for (;;) {
+      if (this.vcpu.stopRequested()) return;
+      const now = Atomics.load(w, serving);
+      if (now === ticket) return this.unlock();
+      Atomics.wait(w, serving, now, LOCK_POLL_MS);
+    }
+  }
+
   private unlock(): void {
-    const serving = 2 * this.f.context + 1;
+    const serving = CONTEXT_WORDS * this.f.context + CTX.serving;
     Atomics.add(this.lockWords, serving, 1);
     Atomics.notify(this.lockWords, serving);
     this.locked = false;
   }
 
   private interrupted(): void {
-    Atomics.add(this.stats, STAT.interrupted, 1n);
+    // A deassigned region's stats slot may already belong to another region.
+    if (!this.removed) Atomics.add(this.stats, STAT.interrupted, 1n);
     this.vcpu.interrupted();
+  }
+
+  /**
+   * The region went away while this vCPU was interrupted inside an access. Other regions may share
+   * the fds, so leave them in step: finish a partly sent command (a torn frame would corrupt the
+   * stream), and if a reply to it is still coming, count it as an orphan for the next transaction on
+   * this read fd to discard.
+   */
+  private abandon(sent: number, resp: boolean): number {
+    if (sent > 0 && sent < IOREGIONFD_MSG_SIZE) {
+      while (sent < IOREGIONFD_MSG_SIZE) {
+        const n = sendRaw(this.writeFd, this.msg.subarray(sent), IOREGIONFD_MSG_SIZE - sent, 0);
+        if (n < 0) return DEVICE_GONE;
+        sent += n;
+      }
+    }
+    if (sent === IOREGIONFD_MSG_SIZE && resp && this.f.context >= 0) {
+      Atomics.add(this.lockWords, CONTEXT_WORDS * this.f.context + CTX.orphans, 1);
+    }
+    return DEVICE_GONE;
   }
 
   /** True when someone made the fd non-blocking: the RFC then sees EAGAIN and fails with EINVAL. */
@@ -129,7 +172,7 @@ class IoregionDevice implements IoDevice {
   }
 
   /** Send the whole command; resumes a partial send after a kick instead of starting over. */
-  private send(): number {
+  private send(resp: boolean): number {
     const fd = this.writeFd;
     const socket = this.f.writeTransport !== 'pipe';
     let sent = 0;
@@ -151,7 +194,7 @@ class IoregionDevice implements IoDevice {
       if (IoregionDevice.nonBlocking(fd)) return EINVAL;
       if (!this.vcpu.waitFd(fd, POLLOUT)) {
         this.interrupted();
-        if (this.removed) return DEVICE_GONE;
+        if (this.removed) return this.abandon(sent, resp);
       }
     }
     return 0;
@@ -165,12 +208,13 @@ class IoregionDevice implements IoDevice {
   private receive(): number {
     const fd = this.readFd;
     const seqpacket = this.f.readTransport === 'seqpacket';
+    const orphans = CONTEXT_WORDS * this.f.context + CTX.orphans;
     let got = 0;
     while (got < IOREGIONFD_MSG_SIZE) {
       const n = this.vcpu.readWakeable(fd, got ? this.reply.subarray(got) : this.reply, seqpacket ? this.reply.length : IOREGIONFD_MSG_SIZE - got);
       if (n === 'kicked') {
         this.interrupted();
-        if (this.removed) return DEVICE_GONE;
+        if (this.removed) return this.abandon(IOREGIONFD_MSG_SIZE, true);
         continue;
       }
       if (n === -EINTR) continue;
@@ -178,6 +222,11 @@ class IoregionDevice implements IoDevice {
       const e = this.took(n, seqpacket);
       if (e) return e;
       got += n;
+      // Replies to commands of regions deassigned mid-access come first: drop them (we hold the lock).
+      if (got === IOREGIONFD_MSG_SIZE && Atomics.load(this.lockWords, orphans) > 0) {
+        Atomics.sub(this.lockWords, orphans, 1);
+        got = 0;
+      }
     }
     return 0;
   }

@@ -20,13 +20,18 @@ const ZERO_LENGTH_FOOTPRINT = 8n;
 
 /** Layout of the VM's 'ioregionfd' shared buffer. */
 export const IOREGION_SHARED = 'ioregionfd';
-/** Ticket locks: [next ticket, now serving] Int32 pairs, one per serialization context. */
+/**
+ * Serialization contexts: Int32 words per context: the next ticket, the ticket now served (a FIFO
+ * ticket lock), and replies still owed for commands of regions deassigned mid-access ("orphans").
+ */
 export const MAX_CONTEXTS = 4096;
+export const CONTEXT_WORDS = 3;
+export const CTX = { next: 0, serving: 1, orphans: 2 } as const;
 /** Per-region counters: BigInt64 x STAT_WORDS per stats slot, after the locks. */
 export const MAX_STAT_SLOTS = 4096;
 export const STAT = { reads: 0, writes: 1, posted: 2, failures: 3, lastErrno: 4, interrupted: 5 } as const;
 export const STAT_WORDS = 6;
-export const CONTEXT_BYTES = MAX_CONTEXTS * 8;
+export const CONTEXT_BYTES = MAX_CONTEXTS * CONTEXT_WORDS * 4;
 export const SHARED_BYTES = CONTEXT_BYTES + MAX_STAT_SLOTS * STAT_WORDS * 8;
 
 /** How the data plane talks to one fd. */
@@ -48,6 +53,7 @@ export interface IoregionFields {
 }
 
 interface Context {
+  /** The context's own reference to the read file, so identity checks never meet a closed or reused number. */
   readFd: number;
   users: number;
 }
@@ -104,12 +110,15 @@ function contextFor(st: IoregionState, readFd: number): number {
       return i;
     }
   }
-  const lock = new Int32Array(st.shared, 0, MAX_CONTEXTS * 2);
+  const lock = new Int32Array(st.shared, 0, MAX_CONTEXTS * CONTEXT_WORDS);
+  const word = (j: number, w: number) => Atomics.load(lock, CONTEXT_WORDS * j + w);
   // Reuse a freed context only once its lock is idle: a waiter may still hold an old ticket.
-  let i = st.contexts.findIndex((c, j) => !c && Atomics.load(lock, 2 * j) === Atomics.load(lock, 2 * j + 1));
+  let i = st.contexts.findIndex((c, j) => !c && word(j, CTX.next) === word(j, CTX.serving));
   if (i < 0) i = st.contexts.length;
   if (i >= MAX_CONTEXTS) throw fail(ENOSPC, `more than ${MAX_CONTEXTS} distinct ioregionfd read fds`);
-  st.contexts[i] = { readFd, users: 1 };
+  // Replies owed on the previous read file are not this one's.
+  Atomics.store(lock, CONTEXT_WORDS * i + CTX.orphans, 0);
+  st.contexts[i] = { readFd: dup(readFd), users: 1 };
   return i;
 }
 
@@ -128,7 +137,10 @@ function release(vm: Vm, d: VmDevice): void {
   const f = d.desc as unknown as IoregionFields;
   if (f.context >= 0) {
     const c = st.contexts[f.context];
-    if (c && --c.users === 0) st.contexts[f.context] = undefined;
+    if (c && --c.users === 0) {
+      closeQuietly(c.readFd);
+      st.contexts[f.context] = undefined;
+    }
   }
   if (f.twinOf === undefined) st.statSlots[f.statSlot] = undefined;
   vm.removeDevice(d.desc.key);
@@ -176,12 +188,11 @@ function setIoregion(vm: Vm, data: Buffer, fds: ReceivedFds): Reply {
       size, userData, posted: (flags & KVM_IOREGION_POSTED_WRITES) !== 0, pio: bus === 'pio',
       readTransport, writeTransport, context, statSlot,
     };
+    // The FAST_MMIO twin gets its own reference to the write fd (taken before the VM owns anything).
+    const twinFd = twin ? dup(writeFd) : -1;
     const key = vm.addDevice({ kind: 'ioregion', bus, addr: paddr, len: size, ...fields }, readFd >= 0 ? [readFd, writeFd] : [writeFd]);
     st.statSlots[statSlot] = key;
-    if (twin) {
-      // The FAST_MMIO twin: the same doorbell on the fast bus, with its own reference to the write fd.
-      vm.addDevice({ kind: 'ioregion', bus: 'fast_mmio', addr: paddr, len: 0n, ...fields, twinOf: key }, [dup(writeFd)]);
-    }
+    if (twin) vm.addDevice({ kind: 'ioregion', bus: 'fast_mmio', addr: paddr, len: 0n, ...fields, twinOf: key }, [twinFd]);
     readFd = -1;
     return { ret: 0 };
   } catch (e) {
@@ -220,6 +231,10 @@ function stats(vm: Vm): Reply {
 }
 
 export const ioregionfdFeature: KvmFeature = {
+  destroy: (vm) => {
+    const st = vm.state.get('ioregionfd') as IoregionState | undefined;
+    st?.contexts.forEach((c) => c && closeQuietly(c.readFd));
+  },
   caps: (opts) => ({ [opts.ioregionfdCap]: 1, [KVM_CAP_EMU_IOREGIONFD_WIRE]: 1, [KVM_CAP_EMU_IOREGIONFD_FAILURE_EXIT]: 1 }),
   ioctls: {
     [KVM_SET_IOREGION]: (vm, req, fds) => setIoregion(vm, req.data, fds),

@@ -38,12 +38,15 @@ export interface VcpuWorkerData {
   sync: Int32Array;
 }
 
-/** Messages from the VM (main thread); fds in them were dup'ed for this thread and are owned by it. */
-export type VcpuUpdate =
+/**
+ * Messages from the VM (main thread); fds in them were dup'ed for this thread and are owned by it once
+ * it applied the message (it acknowledges `seq`).
+ */
+export type VcpuUpdate = { seq?: number } & (
   | { type: 'memslots'; slots: MemslotDesc[]; fds: [number, number][]; gen: number }
   | { type: 'devices'; add: DeviceDesc[]; remove: number[] }
   | { type: 'config'; config: Partial<VcpuConfig> }
-  | { type: 'shared'; name: string; buffer: SharedArrayBuffer };
+  | { type: 'shared'; name: string; buffer: SharedArrayBuffer });
 
 /** What KVM_EXIT_IOREGIONFD_FAILURE reports about the access a device failed. */
 export interface IoFailure {
@@ -306,6 +309,11 @@ export class VcpuThread implements GuestCpu {
     if (w & EMU_ATTN_IRQ) this.deliverInterrupts();
   }
 
+  /** True once the VM is being destroyed (the thread will be stopped). */
+  stopRequested(): boolean {
+    return (Atomics.load(this.attn, ATTN_INDEX) & EMU_ATTN_STOP) !== 0;
+  }
+
   /** A signal check for long waits outside poll: throws on destruction, true (consumed) on a kick. */
   checkSignal(): boolean {
     const w = Atomics.load(this.attn, ATTN_INDEX);
@@ -318,7 +326,7 @@ export class VcpuThread implements GuestCpu {
    * until each vCPU thread has applied the change or is blocked like this: such a thread touches guest
    * memory again only after an instruction boundary, which applies the change first.
    */
-  private quiesce(blocked: boolean): void {
+  quiesce(blocked: boolean): void {
     Atomics.store(this.sync, MEMSLOT_SYNC.quiescent, blocked ? 1 : 0);
     if (blocked) Atomics.notify(this.sync, MEMSLOT_SYNC.applied);
   }
@@ -340,6 +348,8 @@ export class VcpuThread implements GuestCpu {
       } else if (u.type === 'config') Object.assign(this.config, u.config);
       else if (u.type === 'shared') this.shared.set(u.name, u.buffer);
       else this.updateDevices(u.add, u.remove);
+      // The fds of every update up to here are ours now (the handle closes those of later ones if we exit).
+      Atomics.store(this.sync, MEMSLOT_SYNC.acked, u.seq ?? 0);
     }
   }
 
@@ -446,6 +456,10 @@ export class VcpuThread implements GuestCpu {
   }
 
   private shutdown(): void {
+    // An exited thread uses no guest memory and must never be signalled again.
+    Atomics.store(this.sync, MEMSLOT_SYNC.quiescent, 1);
+    Atomics.store(this.sync, MEMSLOT_SYNC.tid, 0);
+    Atomics.notify(this.sync, MEMSLOT_SYNC.applied);
     for (const d of this.devices.values()) d.close();
     this.devices.clear();
     this.mem.clear();
@@ -556,6 +570,8 @@ export class VcpuThread implements GuestCpu {
     this.boundary();
     let done = 0;
     while (done < buf.length) {
+      // An MMIO fragment may have waited for a device: take memslot changes before the next fragment.
+      if (done && Atomics.load(this.attn, ATTN_INDEX) & EMU_ATTN_UPDATE) this.applyUpdates();
       const addr = gpa + BigInt(done);
       const inPage = PAGE_SIZE - Number(addr & 0xfffn);
       const frag = Math.min(inPage, buf.length - done);

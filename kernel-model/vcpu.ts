@@ -30,7 +30,7 @@ const MEMSLOT_SYNC_MS = 2000;
  * whether it is blocked outside guest code (1) or may be using guest memory (0); its kernel thread id;
  * and whether it sits in a wakeable blocking syscall (BLOCKED_*).
  */
-export const MEMSLOT_SYNC = { applied: 0, quiescent: 1, tid: 2, blocked: 3 } as const;
+export const MEMSLOT_SYNC = { applied: 0, quiescent: 1, tid: 2, blocked: 3, acked: 4 } as const;
 /** Blocked waiting for a device or room to send: a kick or destruction must wake it. */
 export const BLOCKED_IO = 1;
 /** Halted (hlt with an irqchip): interrupts and updates wake it too. */
@@ -53,7 +53,12 @@ export class VcpuHandle {
   private wakeRetry: NodeJS.Timeout | undefined;
   private exited: Promise<void> | undefined;
   /** MEMSLOT_SYNC words; a thread starts quiescent (it runs no guest code before its first KVM_RUN). */
-  private readonly sync = new Int32Array(new SharedArrayBuffer(16));
+  private readonly sync = new Int32Array(new SharedArrayBuffer(20));
+  /** Updates posted to the thread and not yet acknowledged: their fds are the handle's to close if it exits. */
+  private unacked: VcpuUpdate[] = [];
+  private seq = 0;
+  /** Device fds the thread acknowledged (device key -> fds): closed by the handle only after terminate(). */
+  private readonly owned = new Map<number, number[]>();
 
   constructor(
     readonly id: number,
@@ -97,7 +102,7 @@ export class VcpuHandle {
     if (this.worker) return;
     const { port1, port2 } = new MessageChannel();
     this.port = port1;
-    for (const u of this.initialState()) this.port.postMessage(u);
+    for (const u of this.initialState()) this.send(u);
     Atomics.or(this.attn, ATTN_INDEX, EMU_ATTN_UPDATE);
     const data: VcpuWorkerData & { vcpuThread: true } = {
       vcpuThread: true, vcpuId: this.id, sock: dup(this.sock), runFd: dup(this.runFd),
@@ -114,14 +119,46 @@ export class VcpuHandle {
       // The VMM sees EIO on its next vCPU ioctl instead of waiting forever.
       shutdown(this.sock);
     });
-    this.exited = new Promise((resolve) => w.once('exit', () => resolve()));
+    this.exited = new Promise((resolve) => w.once('exit', () => {
+      this.port = undefined;
+      this.releaseUnapplied();
+      resolve();
+    }));
   }
 
   /** Queue an update for the worker (if running) and flag it; it applies them at its next boundary. */
   post(build: () => VcpuUpdate): void {
     if (!this.port) return;
-    this.port.postMessage(build());
+    this.send(build());
     this.signal(EMU_ATTN_UPDATE);
+  }
+
+  private send(u: VcpuUpdate): void {
+    u.seq = ++this.seq;
+    this.settle();
+    this.unacked.push(u);
+    this.port!.postMessage(u);
+  }
+
+  /** Move updates the thread acknowledged out of `unacked`, keeping track of the device fds it owns. */
+  private settle(): void {
+    const acked = Atomics.load(this.sync, MEMSLOT_SYNC.acked);
+    while (this.unacked.length && (this.unacked[0].seq ?? 0) <= acked) {
+      const u = this.unacked.shift()!;
+      if (u.type !== 'devices') continue;
+      for (const key of u.remove) this.owned.delete(key);
+      for (const d of u.add) this.owned.set(d.key, d.fds);
+    }
+  }
+
+  /** The thread is gone: close the fds of updates it never applied (it cannot have used them). */
+  private releaseUnapplied(): void {
+    this.settle();
+    for (const u of this.unacked) {
+      if (u.type === 'memslots') u.fds.forEach(([, fd]) => closeQuietly(fd));
+      else if (u.type === 'devices') u.add.forEach((d) => d.fds.forEach(closeQuietly));
+    }
+    this.unacked = [];
   }
 
   /**
@@ -191,7 +228,12 @@ export class VcpuHandle {
         new Promise<boolean>((r) => setTimeout(() => r(true), STOP_GRACE_MS).unref()),
       ]);
       // Guest code spinning without touching the CPU never reaches a boundary; JS can be terminated.
-      if (timedOut) await this.worker.terminate();
+      // Then its shutdown never ran: close the device fds it held (its mappings stay until exit).
+      if (timedOut) {
+        await this.worker.terminate();
+        for (const fds of this.owned.values()) fds.forEach(closeQuietly);
+      }
+      this.owned.clear();
       this.port?.close();
       clearInterval(this.wakeRetry);
       this.wakeRetry = undefined;

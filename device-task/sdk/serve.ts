@@ -12,7 +12,7 @@ import { ProtocolError } from '../../proto/errors';
 import {
   decodeCmdInto, encodeResp, IOREGIONFD_CMD_READ, IOREGIONFD_MSG_SIZE, IoregionfdCmd, truncateToSize, WireLayout,
 } from '../../proto/ioregionfd-wire';
-import { closeQuietly, eventfdRead, PollSet, POLLERR, POLLHUP, POLLIN, readRaw, writeRaw } from '../../proto/os';
+import { closeQuietly, eventfdRead, PollSet, POLLERR, POLLHUP, POLLIN, POLLNVAL, readRaw, writeRaw } from '../../proto/os';
 import { StreamFramer } from '../../proto/stream-framer';
 import type { DeviceModel } from './device-model';
 
@@ -145,7 +145,8 @@ export function serveDevice(model: DeviceModel, opts: ServeOptions): number {
     const poll = new PollSet(channels.length + doorbells.length + 1);
     for (;;) {
       const live = channels.filter((c) => c.open);
-      if (live.length === 0 && opts.lifelineFd === undefined) return EXIT_OK;
+      // KVM released every channel (deassign, VM gone): done. A task with no channels lives on its lifeline.
+      if (live.length === 0 && (channels.length > 0 || opts.lifelineFd === undefined)) return EXIT_OK;
       let n = 0;
       for (const c of live) poll.set(n++, c.spec.cmd_fd, POLLIN);
       for (const [, fd] of doorbells) poll.set(n++, fd, POLLIN);
@@ -153,7 +154,9 @@ export function serveDevice(model: DeviceModel, opts: ServeOptions): number {
       poll.wait(n, -1);
       let i = 0;
       for (const c of live) {
-        if (poll.revents(i++) & (POLLIN | POLLHUP | POLLERR) && !pump(c)) closeChannel(c);
+        const ev = poll.revents(i++);
+        if (ev & POLLNVAL) closeChannel(c);
+        else if (ev & (POLLIN | POLLHUP | POLLERR) && !pump(c)) closeChannel(c);
       }
       for (const [name, fd] of doorbells) {
         if (poll.revents(i++) & POLLIN) {
@@ -161,7 +164,7 @@ export function serveDevice(model: DeviceModel, opts: ServeOptions): number {
           if (count) model.onEventfd?.(name, count);
         }
       }
-      if (opts.lifelineFd !== undefined && poll.revents(i) & (POLLIN | POLLHUP | POLLERR)) {
+      if (opts.lifelineFd !== undefined && poll.revents(i) & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) {
         const b = new Uint8Array(1);
         if (readRaw(opts.lifelineFd, b, 1) <= 0) return EXIT_OK;
       }

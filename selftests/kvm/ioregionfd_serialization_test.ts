@@ -7,7 +7,7 @@ import { closeQuietly, eventfd, socketpair } from '../../proto/os';
 import { ksft_finished, ksft_print_header, ksft_set_plan, ksft_test_result } from '../kselftest';
 import { spawn_device_task } from './lib/device_task';
 import { GUEST_ASSERT_EQ, GUEST_DONE, GUEST_SYNC_ARGS, mmio_read, readq, vcpu_id } from './lib/guest';
-import { vm_set_ioregion } from './lib/ioregionfd';
+import { __vm_deassign_ioregion, vm_set_ioregion } from './lib/ioregionfd';
 import { __vcpu_run_start, __vcpu_run_wait, kvm_has_cap, kvm_vm_free, KvmVcpu, vm_create_with_vcpus } from './lib/kvm_util';
 import { drainCommands, readCommand, writeAnswer } from './lib/raw_device';
 import { get_ucall, REPORT_GUEST_ASSERT, UCALL_ABORT, UCALL_DONE, UCALL_SYNC } from './lib/ucall_common';
@@ -123,12 +123,37 @@ async function distinctFdsConcurrent(): Promise<void> {
   [e1, e2].forEach(closeQuietly);
 }
 
+function contextOutlivesFirstRegion(): void {
+  // A and B share socket 1; A goes (its fd with it); C registers on socket 2, D on socket 1. The
+  // context of socket 1 must still recognise D (and not C): B and D never have two commands out.
+  const [vm, [v0, v1]] = vm_create_with_vcpus(2, guest_one_read);
+  const [a1, d1] = socketpair('seqpacket');
+  const [a2, d2] = socketpair('seqpacket');
+  const reg = (paddr: bigint, fd: number) => vm_set_ioregion(vm, { guest_paddr: paddr, memory_size: 8n, read_fd: fd, write_fd: fd });
+  reg(BASE + 2n * REGION, a1);
+  reg(BASE, a1);
+  TEST_ASSERT(__vm_deassign_ioregion(vm, BASE + 2n * REGION, 8n).ret === 0, 'deassign A');
+  reg(BASE + 3n * REGION, a2);
+  reg(BASE + REGION, a1);
+  vcpus_start([v0, v1]);
+  sleep(150);
+  const inFlight = drainCommands(d1).length;
+  ksft_test_result(inFlight === 1, `a context outlives the region that created it: one command in flight on the shared socket (${inFlight})`);
+  kvm_vm_free(vm);
+  [a1, d1, a2, d2].forEach(closeQuietly);
+}
+
+function vcpus_start(vcpus: KvmVcpu[]): void {
+  vcpus.forEach(__vcpu_run_start);
+}
+
 async function main(): Promise<void> {
   ksft_print_header();
   TEST_REQUIRE(kvm_has_cap(KVM_CAP_IOREGIONFD), 'kvm_has_cap(KVM_CAP_IOREGIONFD)');
-  ksft_set_plan(6);
+  ksft_set_plan(7);
   await sharedFdHammer();
   fifo();
+  contextOutlivesFirstRegion();
   await distinctFdsConcurrent();
   ksft_finished();
 }

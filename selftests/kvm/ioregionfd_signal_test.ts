@@ -25,6 +25,21 @@ export function guest_read(): void {
   GUEST_DONE();
 }
 
+/** Reads A, then B: two regions that share one socket. */
+export function guest_two_regions(): void {
+  GUEST_SYNC_ARGS(1, readq(R));
+  GUEST_SYNC_ARGS(2, readq(R + 0x1000n));
+  GUEST_DONE();
+}
+
+/** Two reads of its own 8 bytes. */
+export function guest_read_twice(): void {
+  const a = R + 8n * BigInt(vcpu_id());
+  GUEST_SYNC_ARGS(1, readq(a));
+  GUEST_SYNC_ARGS(2, readq(a));
+  GUEST_DONE();
+}
+
 export function guest_posted_flood(): void {
   for (let i = 0; i < POSTED_COUNT; i++) writeq(R, BigInt(i));
   GUEST_DONE();
@@ -143,14 +158,73 @@ function deassignWhileInterrupted(): void {
   [a, dev].forEach(closeQuietly);
 }
 
+function deassignKeepsSharedFdInStep(): void {
+  // A's command was delivered, then A was deassigned under the interrupted vCPU: the device's late
+  // answer to it must not be taken for B's (regions sharing a socket have no ids to tell them apart).
+  const [vm, vcpu] = vm_create_with_one_vcpu(guest_two_regions);
+  const [a, dev] = socketpair('seqpacket');
+  vm_set_ioregion(vm, { guest_paddr: R, memory_size: 8n, read_fd: a, write_fd: a });
+  vm_set_ioregion(vm, { guest_paddr: R + 0x1000n, memory_size: 8n, read_fd: a, write_fd: a });
+  __vcpu_run_start(vcpu);
+  readCommand(dev);
+  vcpu_kick(vcpu);
+  TEST_ASSERT(__vcpu_run_wait(vcpu).errno === EINTR, 'interrupted');
+  TEST_ASSERT(__vm_deassign_ioregion(vm, R, 8n).ret === 0, 'deassign A');
+  vcpu_run(vcpu);
+  TEST_ASSERT(exit_reason(vcpu) === KVM_EXIT_MMIO, 'the rest of the access exits');
+  writeAnswer(dev, 0xaaaan);
+  le_store(run_mmio(vcpu).data, 8, 0x77n);
+  vcpu_run(vcpu);
+  TEST_ASSERT(get_ucall(vcpu).args[2] === 0x77n, 'the VMM completed A');
+  __vcpu_run_start(vcpu);
+  const c = readCommand(dev);
+  writeAnswer(dev, 0xbbbbn);
+  TEST_ASSERT(__vcpu_run_wait(vcpu).ret === 0, 'KVM_RUN for B');
+  const v = get_ucall(vcpu).args[2];
+  ksft_test_result(c?.cmd.offset === 0n && v === 0xbbbbn,
+    `after a deassign under an interrupted access, the orphaned reply is dropped: B reads its own answer (0x${v?.toString(16)})`);
+  kvm_vm_free(vm);
+  [a, dev].forEach(closeQuietly);
+}
+
+function waiterLeavesQueue(): void {
+  // vCPU 1 waits for the fd behind vCPU 0, is kicked, and the VMM closes it: its place in the queue
+  // must be passed on, or vCPU 0 could never use the fd again.
+  const [vm, [v0, v1]] = vm_create_with_vcpus(2, guest_read_twice);
+  const [a, dev] = socketpair('seqpacket');
+  vm_set_ioregion(vm, { guest_paddr: R, memory_size: 16n, read_fd: a, write_fd: a });
+  __vcpu_run_start(v0);
+  readCommand(dev);
+  __vcpu_run_start(v1);
+  sleep(50);
+  vcpu_kick(v1);
+  TEST_ASSERT(__vcpu_run_wait(v1).errno === EINTR, 'vCPU 1 interrupted while queued');
+  closeQuietly(v1.fd);
+  v1.fd = -1;
+  sleep(50);
+  writeAnswer(dev, 0x11n);
+  TEST_ASSERT(__vcpu_run_wait(v0).ret === 0, 'vCPU 0 first KVM_RUN');
+  expectSync(v0, 0x11n, 'vCPU 0 gets its first reply');
+  __vcpu_run_start(v0);
+  const c = readCommand(dev);
+  writeAnswer(dev, 0x22n);
+  TEST_ASSERT(__vcpu_run_wait(v0).ret === 0, 'vCPU 0 second KVM_RUN');
+  ksft_test_result(c?.cmd.offset === 0n && get_ucall(v0).args[2] === 0x22n,
+    'a queued vCPU whose fd is closed passes its turn on: vCPU 0 uses the fd again');
+  kvm_vm_free(vm);
+  [a, dev].forEach(closeQuietly);
+}
+
 function main(): void {
   ksft_print_header();
   TEST_REQUIRE(kvm_has_cap(KVM_CAP_IOREGIONFD), 'kvm_has_cap(KVM_CAP_IOREGIONFD)');
-  ksft_set_plan(14);
+  ksft_set_plan(17);
   kickWhileWaitingForReply();
   kickWhileSendBlocked();
   interruptedHolderBlocksOthers();
   deassignWhileInterrupted();
+  deassignKeepsSharedFdInStep();
+  waiterLeavesQueue();
   ksft_finished();
 }
 

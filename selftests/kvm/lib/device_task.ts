@@ -56,13 +56,18 @@ export interface DeviceTask {
   pid: number;
   channels: DeviceChannel[];
   exited: Promise<ExitStatus>;
-  /** Close our ends (the task sees EOF on its lifeline) and wait for it to exit; SIGKILL after timeoutMs. */
+  /**
+   * Close our ends (the task sees EOF on its lifeline, or on its channels if KVM let go of them) and
+   * wait for it to exit; SIGTERM after a second, SIGKILL after timeoutMs.
+   */
   stop(timeoutMs?: number): Promise<ExitStatus>;
   /** Close our channel fds (after KVM_SET_IOREGION the region holds its own references). */
   closeChannelFds(): void;
 }
 
 const live = new Set<ChildProcess>();
+/** How long stop() waits for a clean exit before SIGTERM. */
+const STOP_GRACE_MS = 1000;
 process.on('exit', () => {
   for (const c of live) c.kill('SIGKILL');
 });
@@ -100,7 +105,9 @@ export function spawn_device_task(spec: DeviceTaskSpec): DeviceTask {
   }
   const eventfds: Record<string, number> = {};
   for (const [name, fd] of Object.entries(spec.eventfds ?? {})) eventfds[name] = give(fd, false);
-  const [lifeline, lifelineChild] = socketpair('stream');
+  const lifelinePair = socketpair('stream');
+  let lifeline = lifelinePair[0];
+  const lifelineChild = lifelinePair[1];
   const lifelineFd = give(lifelineChild, true);
 
   const manifest: DeviceTaskManifest = {
@@ -142,10 +149,15 @@ export function spawn_device_task(spec: DeviceTaskSpec): DeviceTask {
     async stop(timeoutMs = 5000) {
       task.closeChannelFds();
       closeQuietly(lifeline);
+      lifeline = -1;
       child.ref();
-      const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+      // A task blocked reading a channel that KVM still holds (its region is registered) sees neither
+      // EOF nor its lifeline: ask it to go, then make it.
+      const term = setTimeout(() => child.kill('SIGTERM'), Math.min(STOP_GRACE_MS, timeoutMs));
+      const kill = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
       const status = await exited;
-      clearTimeout(timer);
+      clearTimeout(term);
+      clearTimeout(kill);
       return status;
     },
   };
