@@ -31,10 +31,7 @@ export function guest_sizes(): void {
   writew(R + 0x12n, 0xbeefn);
   writel(R + 0x14n, 0x11223344n);
   writeq(R + 0x18n, 0x8877665544332211n);
-  GUEST_ASSERT_EQ(readb(R + 1n), 0x88n, 'readb');
-  GUEST_ASSERT_EQ(readw(R + 2n), 0x7788n, 'readw');
-  GUEST_ASSERT_EQ(readl(R + 4n), 0x55667788n, 'readl');
-  GUEST_ASSERT_EQ(readq(R + 8n), 0x1122334455667788n, 'readq');
+  GUEST_SYNC_ARGS(1, readb(R + 1n), readw(R + 2n), readl(R + 4n), readq(R + 8n));
   GUEST_DONE();
 }
 
@@ -134,7 +131,11 @@ const answerReads = (value: Answer) => (c: RawCommand): Answer => (c.cmd.resp ? 
 function sizes(): void {
   const s = setup(guest_sizes, { size: 0x100n, userData: 0xabcdn });
   const { run, commands } = runServing(s.vcpu, [s], answerReads(RESP_1122));
-  TEST_ASSERT(run.ret === 0 && ucallOf(s).cmd === UCALL_DONE, 'guest_sizes did not finish');
+  const uc = ucallOf(s);
+  TEST_ASSERT(run.ret === 0 && uc.cmd === UCALL_SYNC, 'guest_sizes did not report its reads');
+  const reads = uc.args.slice(2, 6);
+  runServing(s.vcpu, [s], answerReads(RESP_1122));
+  TEST_ASSERT(ucallOf(s).cmd === UCALL_DONE, 'guest_sizes did not finish');
   ksft_test_result(commands.length === 8 && commands.every((c) => c.bytes.length === 32), 'eight accesses, eight 32-byte commands');
   ksft_test_result(commands.every((c) => c.bytes.subarray(2, 8).every((x) => x === 0)), 'v3 padding bytes 2..7 are zero in every command');
   const w4 = commands[2].bytes;
@@ -145,7 +146,8 @@ function sizes(): void {
   ksft_test_result(commands.every((c, i) => c.cmd.cmd === want[i][0] && c.cmd.size === want[i][1] && c.cmd.offset === want[i][2] && c.cmd.data === want[i][3] && c.cmd.userData === 0xabcdn && c.cmd.resp),
     'cmd, size, region-relative offset, user_data and zero-extended write data of every command; resp set on reads and non-posted writes');
   ksft_test_result(commands.slice(0, 4).every((c, i) => c.bytes[1] === ([0, 1, 2, 3][i] | 0x10)), 'v3 byte 1: size_exponent 0/1/2/3 for 1/2/4/8 bytes with resp in bit 4');
-  ksft_test_result(true, 'reads completed with the low len bytes of resp.data; padding 0xff ignored (checked in the guest)');
+  ksft_test_result(reads.join(',') === [0x88n, 0x7788n, 0x55667788n, 0x1122334455667788n].join(','),
+    `reads of 1/2/4/8 bytes complete with the low len bytes of resp.data; its 0xff padding is ignored (${reads.map((v) => `0x${v.toString(16)}`).join(', ')})`);
   s.close();
 }
 
