@@ -21,7 +21,7 @@ import {
 } from '../proto/ioregionfd-wire';
 import { closeQuietly, getStatusFlags, MSG_DONTWAIT, O_NONBLOCK, PollSet, POLLOUT, sendRaw, writeRaw } from '../proto/os';
 import { DEVICE_GONE, IoDevice, ReadResult } from './io-bus';
-import { CONTEXT_BYTES, CONTEXT_WORDS, CTX, FdTransport, IOREGION_SHARED, IoregionFields, MAX_CONTEXTS, STAT, STAT_WORDS } from './ioregionfd';
+import { CONTEXT_BYTES, CONTEXT_WORDS, CTX, IOREGION_SHARED, IoregionFields, MAX_CONTEXTS, STAT, STAT_WORDS } from './ioregionfd';
 import type { VcpuThread } from './vcpu-thread';
 import type { DeviceDesc, WorkerDevice } from './worker-devices';
 
@@ -255,4 +255,3 @@ export function createIoregionDevice(desc: DeviceDesc, vcpu: VcpuThread): Worker
   return { bus: desc.bus, dev, close: () => dev.close() };
 }
 
-export type { FdTransport };

@@ -28,6 +28,7 @@ export interface KvmFeature extends VmFeature {
 export class KvmSystem {
   private readonly vms = new Set<Vm>();
   private readonly caps: Map<number, number>;
+  /** Held so the system socket's poll handle lives as long as the system. */
   private readonly server: SocketServer;
   private readonly ioctlAliases = new Map<number, number>();
 

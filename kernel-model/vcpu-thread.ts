@@ -14,7 +14,7 @@ import {
   EMU_ATTN_IRQ, EMU_ATTN_KICK, EMU_ATTN_STOP, EMU_ATTN_UPDATE, KVM_EMU_SET_GUEST_ENTRY, KVM_EXIT_HLT,
   KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT, KVM_EXIT_MMIO,
   KVM_EXIT_IOREGIONFD_FAILURE, KVM_EXIT_SHUTDOWN, KVM_GET_REGS, KVM_INTERNAL_ERROR_EMULATION, KVM_PIO_PAGE_OFFSET, KVM_RUN, KVM_SET_REGS,
-  KVM_VCPU_MMAP_SIZE, PAGE_SIZE, REGS, REGS_SIZE, RUN, regOffset,
+  KVM_VCPU_MMAP_SIZE, PAGE_SIZE, REGS, REGS_SIZE, RUN,
 } from '../proto/kvm-uapi';
 import {
   closeQuietly, gettid, mapShared, Mapping, PollSet, readInterruptible, receiveMessage, sendMessage, setNonBlocking, sleepUntilSignal, unmap,
@@ -33,7 +33,6 @@ export interface VcpuWorkerData {
   sock: number;
   runFd: number;
   port: MessagePort;
-  vmShared: SharedArrayBuffer;
   /** Memslot synchronization words shared with the VcpuHandle (MEMSLOT_SYNC). */
   sync: Int32Array;
 }
@@ -93,7 +92,6 @@ export class VcpuThread implements GuestCpu {
   private readonly attn: Int32Array;
   private readonly sock: number;
   private readonly port: MessagePort;
-  readonly vmShared: SharedArrayBuffer;
   private readonly devices = new Map<number, WorkerDevice>();
   /** VM-wide shared memory of features (e.g. ioregionfd locks and counters), by name. */
   readonly shared = new Map<string, SharedArrayBuffer>();
@@ -113,7 +111,6 @@ export class VcpuThread implements GuestCpu {
     this.vcpuId = d.vcpuId;
     this.sock = d.sock;
     this.port = d.port;
-    this.vmShared = d.vmShared;
     this.sync = d.sync;
     // The handle signals this thread by its kernel thread id.
     Atomics.store(this.sync, MEMSLOT_SYNC.tid, gettid());
@@ -745,9 +742,6 @@ export class VcpuThread implements GuestCpu {
   }
 }
 
-export function regIndex(name: (typeof REGS)[number]): number {
-  return regOffset(name) / 8;
-}
 
 if (workerData && (workerData as { vcpuThread?: boolean }).vcpuThread) {
   new VcpuThread(workerData as VcpuWorkerData).serve();

@@ -62,7 +62,6 @@ export class VcpuHandle {
 
   constructor(
     readonly id: number,
-    private readonly vmShared: SharedArrayBuffer,
     /** Builds the updates that bring a new worker up to date (memslots, devices, config). */
     private readonly initialState: () => VcpuUpdate[],
   ) {
@@ -106,7 +105,7 @@ export class VcpuHandle {
     Atomics.or(this.attn, ATTN_INDEX, EMU_ATTN_UPDATE);
     const data: VcpuWorkerData & { vcpuThread: true } = {
       vcpuThread: true, vcpuId: this.id, sock: dup(this.sock), runFd: dup(this.runFd),
-      port: port2, vmShared: this.vmShared, sync: this.sync,
+      port: port2, sync: this.sync,
     };
     this.kickWatcher = koffi.node.poll(this.kickFd, { readable: true, writable: false, disconnect: false }, () => {
       eventfdRead(this.kickFd);

@@ -7,7 +7,7 @@ import { IoctlRequest } from '../proto/control';
 import { EEXIST, EFAULT, EINVAL, ENOTTY } from '../proto/errno';
 import {
   ENABLE_CAP, ioctlDir, ioctlSize, IOC_WRITE, KVM_CHECK_EXTENSION, KVM_CREATE_VCPU, KVM_ENABLE_CAP,
-  KVM_MAX_VCPU_IDS, KVM_MAX_VCPUS, KVM_MEM_READONLY, KVM_SET_USER_MEMORY_REGION, MEMREGION, NR_IOBUS_DEVS, PAGE_SIZE,
+  KVM_MAX_VCPU_IDS, KVM_MAX_VCPUS, KVM_MEM_READONLY, KVM_SET_USER_MEMORY_REGION, MEMREGION, NR_IOBUS_DEVS,
 } from '../proto/kvm-uapi';
 import { closeQuietly, dup, fileSize, sameFile } from '../proto/os';
 import { Backing, Memslots } from './memslots';
@@ -32,9 +32,6 @@ export interface VmFeature {
   destroy?: (vm: Vm) => void;
 }
 
-/** Words of the VM-wide SharedArrayBuffer (interrupt controller state, ioregionfd locks). */
-export const VM_SHARED_BYTES = 64 * 1024;
-
 export class Vm {
   readonly memslots = new Memslots();
   private readonly backings: Backing[] = [];
@@ -42,7 +39,6 @@ export class Vm {
   /** Bumped by every memslot change; vCPU threads report the generation they applied. */
   private memslotGen = 0;
   readonly vcpus = new Map<number, VcpuHandle>();
-  readonly shared = new SharedArrayBuffer(VM_SHARED_BYTES);
   readonly config: VcpuConfig = { wire: 'v3', failureExit: false, irqchip: false };
   /** Devices in registration order (the order vCPU threads must register them in too). */
   readonly devices = new Map<number, VmDevice>();
@@ -102,7 +98,7 @@ export class Vm {
     const id = Number(arg);
     if (this.vcpus.size >= KVM_MAX_VCPUS) throw fail(EINVAL, `VM already has KVM_MAX_VCPUS (${KVM_MAX_VCPUS}) vCPUs`);
     if (this.vcpus.has(id)) throw fail(EEXIST, `vcpu id ${id} already exists`);
-    const v = new VcpuHandle(id, this.shared, () => this.initialState());
+    const v = new VcpuHandle(id, () => this.initialState());
     this.vcpus.set(id, v);
     return { ret: 0, fds: v.replyFds() };
   }
@@ -274,4 +270,3 @@ export class Vm {
   }
 }
 
-export { PAGE_SIZE };

@@ -3,8 +3,8 @@
 
 import * as path from 'path';
 import * as protobuf from 'protobufjs';
-import { EBADF, EFAULT, EINVAL, EIO, EPIPE, ECONNRESET } from './errno';
-import { KvmError, SyscallError } from './errors';
+import { EBADF, EIO, EPIPE, ECONNRESET } from './errno';
+import { SyscallError } from './errors';
 import { IOEVENTFD, IOREGION, IRQFD, KVM_IOEVENTFD, KVM_IRQFD, KVM_SET_IOREGION } from './kvm-uapi';
 import { closeQuietly, isOpen, receiveMessage, sendMessage } from './os';
 
@@ -156,14 +156,3 @@ function deadPeer(e: unknown): IoctlResult {
   }
   throw e;
 }
-
-/** An ioctl that throws KvmError on failure and returns ret otherwise. */
-export function ioctlChecked(fd: number, name: string, request: number, arg?: bigint | number | Uint8Array, extraFds?: number[]): IoctlResult {
-  const r = ioctlRaw(fd, request, arg, extraFds);
-  if (r.ret < 0) throw new KvmError(name, r.errno, r.detail);
-  return r;
-}
-
-/** errno values the server uses for envelope problems. */
-export const MALFORMED_ERRNO = EINVAL;
-export const SHORT_STRUCT_ERRNO = EFAULT;

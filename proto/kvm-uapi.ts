@@ -164,7 +164,6 @@ export const REGS = ['rax', 'rbx', 'rcx', 'rdx', 'rsi', 'rdi', 'rsp', 'rbp',
   'r8', 'r9', 'r10', 'r11', 'r12', 'r13', 'r14', 'r15', 'rip', 'rflags'] as const;
 export type RegName = (typeof REGS)[number];
 export const REGS_SIZE = 144;
-export const regOffset = (name: RegName) => 8 * REGS.indexOf(name);
 
 // struct kvm_run offsets (the fields this model fills).
 export const RUN = {

@@ -13,6 +13,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import { writeFdSync } from './kselftest';
+import { killGroup, UsageError } from './run_kselftest';
 import { BENCH_LINE, CaseResult, format_value, percentile, PROGRESS_LINE } from './kvm/lib/perf';
 
 const REPO = path.resolve(__dirname, '..', '..');
@@ -68,7 +69,6 @@ export interface BenchOptions {
   help: boolean;
 }
 
-class UsageError extends Error {}
 
 const USAGE = `Usage: node dist/selftests/run_bench.js [options]     (npm run bench -- [options])
 Runs the kvm *_perf_test programs and prints their results and ratios.
@@ -170,13 +170,6 @@ interface ProgramRun {
 
 let runningGroup: number | undefined;
 
-function killGroup(pgid: number, signal: NodeJS.Signals): void {
-  try {
-    process.kill(-pgid, signal);
-  } catch {
-    // Nobody left in the group.
-  }
-}
 
 function runProgram(file: string, args: string[], timeoutS: number, label: string, verbose: boolean): Promise<ProgramRun> {
   return new Promise((resolve) => {

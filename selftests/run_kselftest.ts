@@ -46,7 +46,8 @@ export interface TestOutcome {
   rc: number;
 }
 
-class UsageError extends Error {}
+/** A bad command line: the message goes to stderr with the usage text, exit 2 (shared with run_bench). */
+export class UsageError extends Error {}
 
 const USAGE = `Usage: node dist/selftests/run_kselftest.js [options]
 Runs the kvm selftests (TAP 13 on stdout).
@@ -167,7 +168,7 @@ function out(text: string): void {
 }
 
 /** Send `signal` to every process of the group led by `pgid`; a group that is already gone is fine. */
-function killGroup(pgid: number, signal: NodeJS.Signals): void {
+export function killGroup(pgid: number, signal: NodeJS.Signals): void {
   try {
     process.kill(-pgid, signal);
   } catch {

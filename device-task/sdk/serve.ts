@@ -6,7 +6,7 @@
 // (a frame that is not 32 bytes, an unknown command, a torn frame at EOF) gets a log line, and the
 // task exits with EXIT_PROTOCOL: a device that cannot trust its command stream must not guess.
 
-import type { ChannelSpec, Transport } from '../../proto/device-task-manifest';
+import type { ChannelSpec } from '../../proto/device-task-manifest';
 import { EAGAIN, EPIPE, ECONNRESET, errnoName } from '../../proto/errno';
 import { ProtocolError } from '../../proto/errors';
 import {
@@ -181,4 +181,3 @@ export function serveDevice(model: DeviceModel, opts: ServeOptions): number {
   }
 }
 
-export type { Transport };

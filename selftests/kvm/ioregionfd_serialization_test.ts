@@ -10,7 +10,7 @@ import { GUEST_ASSERT_EQ, GUEST_DONE, GUEST_SYNC_ARGS, mmio_read, readq, vcpu_id
 import { __vm_deassign_ioregion, vm_set_ioregion } from './lib/ioregionfd';
 import { __vcpu_run_start, __vcpu_run_wait, kvm_has_cap, kvm_vm_free, KvmVcpu, vm_create_with_vcpus } from './lib/kvm_util';
 import { drainCommands, readCommand, writeAnswer } from './lib/raw_device';
-import { get_ucall, REPORT_GUEST_ASSERT, UCALL_ABORT, UCALL_DONE, UCALL_SYNC } from './lib/ucall_common';
+import { get_ucall, REPORT_GUEST_ASSERT, UCALL_ABORT, UCALL_SYNC } from './lib/ucall_common';
 import { TEST_ASSERT, TEST_REQUIRE } from './lib/test_util';
 
 const BASE = 0xd0000000n;

@@ -65,7 +65,7 @@ export function REPORT_GUEST_ASSERT(uc: Ucall): never {
   return TEST_FAIL(`guest assertion failed: ${uc.buffer}`);
 }
 
-/** The common host loop step: run, then expect a ucall of kind `cmd` (failing on ABORT). */
+/** The UCALL_* name of a ucall command, for messages. */
 export function ucall_name(cmd: bigint): string {
   return ['UCALL_NONE', 'UCALL_SYNC', 'UCALL_ABORT', 'UCALL_PRINTF', 'UCALL_DONE', 'UCALL_UNHANDLED'][Number(cmd)] ?? `ucall ${cmd}`;
 }
