@@ -2,8 +2,8 @@
 
 import koffi from 'koffi';
 import { decodeRequest, encodeReply, IoctlRequest } from '../proto/control';
-import { EINVAL, EIO, EBADF } from '../proto/errno';
-import { closeQuietly, dup, MSG_DONTWAIT, receiveMessage, sendMessage } from '../proto/os';
+import { E2BIG, EBADF, EINVAL, EIO } from '../proto/errno';
+import { closeQuietly, dup, MAX_MESSAGE, MSG_DONTWAIT, ReceivedMessage, receiveMessage, SCM_MAX_FD, sendMessage } from '../proto/os';
 
 /** Thrown by an ioctl handler to answer ret -1 with this errno; `detail` names the offending value. */
 export class IoctlFailure extends Error {
@@ -71,11 +71,22 @@ export class ReceivedFds {
 
 export type Handler = (req: IoctlRequest, fds: ReceivedFds) => Reply;
 
-/** Run one handler and turn its outcome into a reply message; never throws. */
-export function answer(handler: Handler, data: Uint8Array, rawFds: number[]): { message: Uint8Array; fds: number[] } {
+/** The answer to a control message that did not fit: the kernel's errno for an argument too big. */
+export const REPLY_TRUNCATED = encodeReply({
+  ret: -1, errno: E2BIG, detail: `ioctl message over ${MAX_MESSAGE} bytes or ${SCM_MAX_FD} fds (discarded)`,
+});
+
+/**
+ * Run one handler on a received control message and turn its outcome into a reply; never throws.
+ * Whatever the bytes are (empty, truncated, not protobuf), the caller gets an errno and the fd stays
+ * usable: an empty message is request 0, an unknown ioctl.
+ */
+export function answer(handler: Handler, msg: ReceivedMessage): { message: Uint8Array; fds: number[] } {
+  if (msg.truncated) return { message: REPLY_TRUNCATED, fds: [] };
+  const rawFds = msg.fds;
   let req: IoctlRequest;
   try {
-    req = decodeRequest(data);
+    req = decodeRequest(msg.data);
   } catch (e) {
     rawFds.forEach(closeQuietly);
     return { message: encodeReply({ ret: -1, errno: EINVAL, detail: `malformed ioctl message: ${(e as Error).message}` }), fds: [] };
@@ -114,7 +125,7 @@ export class SocketServer {
       }
       if (msg === undefined) return;
       if (msg === null) return this.close();
-      const { message, fds } = answer(this.handler, msg.data, msg.fds);
+      const { message, fds } = answer(this.handler, msg);
       try {
         sendMessage(this.fd, message, fds);
       } catch {

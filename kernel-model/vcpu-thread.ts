@@ -22,6 +22,7 @@ import {
 import { busRead, busWrite, DEVICE_GONE, IoBus, IoDevice, ReadResult } from './io-bus';
 import { GuestMemory, loadLE, MemslotDesc, storeLE } from './guest-memory';
 import { IRQCHIP_SHARED, LocalApic } from './irqchip';
+import { REPLY_TRUNCATED } from './server';
 import { BLOCKED_HLT, BLOCKED_IO, MEMSLOT_SYNC } from './vcpu';
 import { BusName, createWorkerDevice, DeviceDesc, WorkerDevice } from './worker-devices';
 
@@ -154,6 +155,10 @@ export class VcpuThread implements GuestCpu {
       }
       if (!msg) throw new VcpuStopped();
       msg.fds.forEach(closeQuietly);
+      if (msg.truncated) {
+        this.reply(REPLY_TRUNCATED);
+        continue;
+      }
       try {
         return decodeRequest(msg.data);
       } catch (e) {

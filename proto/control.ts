@@ -3,10 +3,10 @@
 
 import * as path from 'path';
 import * as protobuf from 'protobufjs';
-import { EBADF, EIO, EPIPE, ECONNRESET } from './errno';
+import { E2BIG, EBADF, ECONNRESET, EIO, EMSGSIZE, EPIPE } from './errno';
 import { SyscallError } from './errors';
 import { IOEVENTFD, IOREGION, IRQFD, KVM_IOEVENTFD, KVM_IRQFD, KVM_SET_IOREGION } from './kvm-uapi';
-import { closeQuietly, isOpen, receiveMessage, sendMessage } from './os';
+import { closeQuietly, isOpen, MAX_MESSAGE, receiveMessage, sendMessage } from './os';
 
 const root = protobuf.loadSync(path.join(__dirname, 'kvm.proto'));
 const IoctlRequestType = root.lookupType('kvm.IoctlRequest');
@@ -136,6 +136,7 @@ export function ioctlAwaitReply(fd: number): IoctlResult {
     return deadPeer(e);
   }
   if (!msg) return { ret: -1, errno: EIO, data: Buffer.alloc(0), detail: 'kernel-model closed the fd (VM destroyed?)', fds: [] };
+  if (msg.truncated) return { ret: -1, errno: EIO, data: Buffer.alloc(0), detail: 'oversized reply from kernel-model', fds: [] };
   let reply: IoctlReply;
   try {
     reply = decodeReply(msg.data);
@@ -148,6 +149,9 @@ export function ioctlAwaitReply(fd: number): IoctlResult {
 }
 
 function deadPeer(e: unknown): IoctlResult {
+  if (e instanceof SyscallError && e.errno === EMSGSIZE) {
+    return { ret: -1, errno: E2BIG, data: Buffer.alloc(0), detail: `ioctl message over ${MAX_MESSAGE} bytes`, fds: [] };
+  }
   if (e instanceof SyscallError && (e.errno === EPIPE || e.errno === ECONNRESET)) {
     return { ret: -1, errno: EIO, data: Buffer.alloc(0), detail: 'kernel-model is gone (VM destroyed?)', fds: [] };
   }

@@ -23,6 +23,7 @@ export const EPIPE = 32;
 export const ERANGE = 34;
 export const ENOSYS = 38;
 export const EPROTO = 71;
+export const EMSGSIZE = 90;
 export const EOPNOTSUPP = 95;
 export const ECONNRESET = 104;
 export const ETIMEDOUT = 110;
@@ -32,7 +33,7 @@ const NAMES: Record<number, string> = {
   [ENXIO]: 'ENXIO', [E2BIG]: 'E2BIG', [EBADF]: 'EBADF', [EAGAIN]: 'EAGAIN', [ENOMEM]: 'ENOMEM',
   [EACCES]: 'EACCES', [EFAULT]: 'EFAULT', [EBUSY]: 'EBUSY', [EEXIST]: 'EEXIST', [ENODEV]: 'ENODEV',
   [EINVAL]: 'EINVAL', [EMFILE]: 'EMFILE', [ENOTTY]: 'ENOTTY', [ENOSPC]: 'ENOSPC', [EPIPE]: 'EPIPE',
-  [ERANGE]: 'ERANGE', [ENOSYS]: 'ENOSYS', [EPROTO]: 'EPROTO', [EOPNOTSUPP]: 'EOPNOTSUPP',
+  [ERANGE]: 'ERANGE', [ENOSYS]: 'ENOSYS', [EPROTO]: 'EPROTO', [EMSGSIZE]: 'EMSGSIZE', [EOPNOTSUPP]: 'EOPNOTSUPP',
   [ECONNRESET]: 'ECONNRESET', [ETIMEDOUT]: 'ETIMEDOUT',
 };
 

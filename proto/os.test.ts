@@ -5,8 +5,8 @@
 import test from 'ava';
 import {
   close, closeQuietly, dup, EFD_NONBLOCK, EFD_SEMAPHORE, eventfd, eventfdRead, eventfdWrite, fdKind, fileSize,
-  isOpen, mapShared, memfd, MSG_DONTWAIT, pipe, POLLHUP, POLLIN, POLLOUT, PollSet, receiveMessage, sameFile,
-  sendMessage, socketpair, unmap, write,
+  isOpen, mapShared, MAX_MESSAGE, memfd, MSG_DONTWAIT, pipe, POLLHUP, POLLIN, POLLOUT, PollSet, receiveMessage, sameFile,
+  sendMessage, sendRaw, socketpair, unmap, write,
 } from './os';
 
 test('an eventfd and a memfd sent with SCM_RIGHTS arrive as new fds for the same open files', (t) => {
@@ -73,6 +73,25 @@ test('receiveMessage returns null at EOF and, with MSG_DONTWAIT, undefined when 
   t.is(receiveMessage(b), null);
   t.is(receiveMessage(b, MSG_DONTWAIT), null);
   close(b);
+});
+
+test('a zero-length SEQPACKET record is an empty message, not EOF; an oversized one comes back truncated and the socket stays in step', (t) => {
+  const [a, b] = socketpair('seqpacket');
+  try {
+    sendRaw(a, Buffer.alloc(0));
+    const empty = receiveMessage(b);
+    t.truthy(empty, 'an empty record is not EOF while the peer is alive');
+    t.is(empty!.data.length, 0);
+    t.falsy(empty!.truncated);
+    t.is(sendRaw(a, Buffer.alloc(MAX_MESSAGE + 1, 7)), MAX_MESSAGE + 1);
+    sendMessage(a, Buffer.from('next'));
+    const big = receiveMessage(b);
+    t.true(big!.truncated, 'over MAX_MESSAGE: truncated');
+    t.is(big!.data.length, 0);
+    t.is(receiveMessage(b)!.data.toString(), 'next', 'the following record is intact');
+  } finally {
+    [a, b].forEach(closeQuietly);
+  }
 });
 
 test('sameFile: true for dups and SCM_RIGHTS copies, false for two eventfds', (t) => {

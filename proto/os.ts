@@ -6,7 +6,7 @@
 
 import * as fs from 'fs';
 import koffi from 'koffi';
-import { EAGAIN, EINTR } from './errno';
+import { EAGAIN, EINTR, EMSGSIZE } from './errno';
 import { SyscallError } from './errors';
 
 const libc = koffi.load('libc.so.6');
@@ -53,6 +53,7 @@ export const POLLOUT = 0x4;
 export const POLLERR = 0x8;
 export const POLLHUP = 0x10;
 export const POLLNVAL = 0x20;
+export const POLLRDHUP = 0x2000;
 export const MSG_DONTWAIT = 0x40;
 export const MSG_NOSIGNAL = 0x4000;
 export const SHUT_RDWR = 2;
@@ -132,8 +133,8 @@ export function pipe(): [number, number] {
 
 /** sendmsg() one message with optional SCM_RIGHTS fds; MSG_NOSIGNAL, so a dead peer is EPIPE, not SIGPIPE. */
 export function sendMessage(fd: number, data: Uint8Array, fds: readonly number[] = [], flags = 0): void {
-  if (data.length > MAX_MESSAGE) throw new SyscallError('sendmsg', 90 /* EMSGSIZE */);
-  if (fds.length > SCM_MAX_FD) throw new SyscallError('sendmsg', 22);
+  if (data.length > MAX_MESSAGE) throw new SyscallError('sendmsg', EMSGSIZE);
+  if (fds.length > SCM_MAX_FD) throw new SyscallError('sendmsg', EMSGSIZE);
   scratchBytes.set(data, SCRATCH_DATA);
   let controlLen = 0;
   if (fds.length) {
@@ -152,12 +153,19 @@ export function sendMessage(fd: number, data: Uint8Array, fds: readonly number[]
 export interface ReceivedMessage {
   data: Buffer;
   fds: number[];
+  /**
+   * The message was longer than MAX_MESSAGE or carried more fds than fit: the rest was discarded by
+   * the kernel, `data` is empty and every fd that did arrive is already closed. The socket stays in
+   * step (a SEQPACKET read consumes the whole record), so the receiver can answer and go on.
+   */
+  truncated?: boolean;
 }
 
 /**
  * recvmsg() one message and any SCM_RIGHTS fds (received close-on-exec). Returns null at EOF and,
- * with MSG_DONTWAIT, undefined when nothing is waiting. A truncated message or fd list is EMSGSIZE:
- * the fds that did arrive are closed so nothing leaks.
+ * with MSG_DONTWAIT, undefined when nothing is waiting. A zero-length SEQPACKET record is a message,
+ * not EOF: recvmsg returns 0 for both, so a 0 is EOF only when the peer has hung up. A truncated
+ * message comes back with `truncated` set (see ReceivedMessage).
  */
 export function receiveMessage(fd: number, flags = 0): ReceivedMessage | null | undefined {
   fillMsghdr(MAX_MESSAGE, CONTROL_CAPACITY);
@@ -182,10 +190,21 @@ export function receiveMessage(fd: number, flags = 0): ReceivedMessage | null | 
   const msgFlags = scratch.getInt32(SCRATCH_MSGHDR + 48, true);
   if (msgFlags & (MSG_TRUNC | MSG_CTRUNC)) {
     fds.forEach((f) => c.close(f));
-    throw new SyscallError('recvmsg (truncated)', 90 /* EMSGSIZE */);
+    return { data: Buffer.alloc(0), fds: [], truncated: true };
   }
-  if (r === 0 && fds.length === 0) return null;
+  if (r === 0 && fds.length === 0 && peerHungUp(fd)) return null;
   return { data: Buffer.from(scratchBytes.subarray(SCRATCH_DATA, SCRATCH_DATA + r)), fds };
+}
+
+const hangupPoll = Buffer.alloc(8);
+
+/** poll(2) with timeout 0: has the peer of a socket hung up (POLLHUP / POLLRDHUP)? */
+function peerHungUp(fd: number): boolean {
+  hangupPoll.writeInt32LE(fd, 0);
+  hangupPoll.writeInt16LE(POLLRDHUP, 4);
+  hangupPoll.writeInt16LE(0, 6);
+  if (retry(() => c.poll(hangupPoll, 1, 0)) < 0) return true;
+  return (hangupPoll.readInt16LE(6) & (POLLHUP | POLLRDHUP | POLLERR | POLLNVAL)) !== 0;
 }
 
 /** read(2) into buf[off..off+len); returns bytes read (0 = EOF). Throws on error, EAGAIN included. */

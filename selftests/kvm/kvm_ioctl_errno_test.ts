@@ -8,17 +8,17 @@
 
 import * as fs from 'fs';
 import { encodeRequest, GuestEntryType, ioctlAwaitReply, IoctlResult } from '../../proto/control';
-import { EFAULT, EINVAL, EIO, ENOTTY, errnoName } from '../../proto/errno';
+import { E2BIG, EFAULT, EINVAL, EIO, ENOTTY, errnoName } from '../../proto/errno';
 import {
   IOC, KVM_API_VERSION, KVM_CAP_NR_MEMSLOTS, KVM_CAP_NR_VCPUS, KVM_CAP_USER_MEMORY, KVM_CHECK_EXTENSION,
   KVM_CREATE_VCPU, KVM_CREATE_VM, KVM_EMU_SET_GUEST_ENTRY, KVM_ENABLE_CAP, KVM_GET_API_VERSION, KVM_GET_REGS,
   KVM_GET_VCPU_MMAP_SIZE, KVM_RUN, KVM_SET_REGS, KVM_SET_USER_MEMORY_REGION, KVM_USER_MEM_SLOTS, KVM_VCPU_MMAP_SIZE,
   REGS_SIZE,
 } from '../../proto/kvm-uapi';
-import { sendMessage } from '../../proto/os';
+import { MAX_MESSAGE, sendMessage, sendRaw } from '../../proto/os';
 import { ksft_finished, ksft_print_header, ksft_set_plan, ksft_test_result } from '../kselftest';
 import {
-  __kvm_ioctl, close_kvm_dev, kvm_dev_pid, kvm_enable_cap_struct, kvm_fd, kvm_vm_free, open_kvm_dev_path,
+  __kvm_ioctl, close_kvm_dev, kvm_dev_pid, kvm_enable_cap_struct, kvm_fd, kvm_vm_free, KvmVcpu, KvmVm, open_kvm_dev_path,
   vcpu_regs_get, vm_create_barebones, vm_vcpu_add,
 } from './lib/kvm_util';
 import { msleep, TEST_ASSERT } from './lib/test_util';
@@ -50,9 +50,19 @@ function check(c: Case): void {
 }
 
 /** Send raw bytes as an ioctl message and collect the answer. */
-function send_malformed(fd: number): IoctlResult {
-  sendMessage(fd, MALFORMED);
+function send_raw(fd: number, bytes: Buffer): IoctlResult {
+  TEST_ASSERT(sendRaw(fd, bytes) === bytes.length, `send of ${bytes.length} raw bytes`);
   return ioctlAwaitReply(fd);
+}
+
+function send_malformed(fd: number): IoctlResult {
+  return send_raw(fd, MALFORMED);
+}
+
+function fds_still_work(sys: number, vm: KvmVm, vcpu: KvmVcpu): boolean {
+  return __kvm_ioctl(sys, KVM_GET_API_VERSION).ret === KVM_API_VERSION &&
+    __kvm_ioctl(vm.fd, KVM_CHECK_EXTENSION, KVM_CAP_USER_MEMORY).ret === 1 &&
+    __kvm_ioctl(vcpu.fd, KVM_GET_REGS).data.length === REGS_SIZE;
 }
 
 function guest_entry(module: string, exportName: string): Uint8Array {
@@ -143,8 +153,13 @@ function main(): void {
     { what: 'KVM_EMU_SET_GUEST_ENTRY of a module that does not exist', fd: C, request: KVM_EMU_SET_GUEST_ENTRY, arg: guest_entry('/nonexistent/guest.js', 'guest_code'), errno: EINVAL },
     { what: 'KVM_EMU_SET_GUEST_ENTRY of an export that is not a function', fd: C, request: KVM_EMU_SET_GUEST_ENTRY, arg: guest_entry(__filename, 'not_a_function'), errno: EINVAL },
     { what: 'KVM_EMU_SET_GUEST_ENTRY with a malformed GuestEntry message', fd: C, request: KVM_EMU_SET_GUEST_ENTRY, arg: MALFORMED, errno: EINVAL },
+    // ioctl(fd, 0) encodes to a zero-length message, which must not read as EOF.
+    { what: 'ioctl 0 with no argument (an empty message) on the system fd', fd: S, request: 0, errno: EINVAL },
+    { what: 'ioctl 0 with no argument (an empty message) on a VM fd', fd: V, request: 0, errno: ENOTTY },
+    { what: 'ioctl 0 with no argument (an empty message) on a vCPU fd', fd: C, request: 0, errno: EINVAL },
+    { what: 'an argument over the 64 KiB message limit is refused by the client', fd: V, request: KVM_SET_USER_MEMORY_REGION, arg: Buffer.alloc(MAX_MESSAGE + 1), errno: E2BIG },
   ];
-  ksft_set_plan(cases.length + 5);
+  ksft_set_plan(cases.length + 7);
   for (const c of cases) check(c);
 
   const regs = vcpu_regs_get(vcpu);
@@ -159,6 +174,14 @@ function main(): void {
   ];
   ksft_test_result(bad.every((r) => r.ret === -1 && r.errno === EINVAL) && after.every(Boolean),
     `a malformed ioctl message on the system, VM and vCPU fds fails with EINVAL and each fd still serves the next ioctl (${bad.map(outcome).join('; ')})`);
+  // An empty message and one over the limit, sent raw: E2BIG for the oversized one, and every fd
+  // keeps working (both used to read as EOF: a dead vCPU thread, a destroyed VM, an exited kernel-model).
+  const empty = [sys, vm.fd, vcpu.fd].map((fd) => send_raw(fd, Buffer.alloc(0)));
+  ksft_test_result(empty[0].errno === EINVAL && empty[1].errno === ENOTTY && empty[2].errno === EINVAL && fds_still_work(sys, vm, vcpu),
+    `a raw zero-length message is ioctl 0 on the system, VM and vCPU fds (${empty.map(outcome).join('; ')}) and each fd still serves the next ioctl`);
+  const huge = [sys, vm.fd, vcpu.fd].map((fd) => send_raw(fd, Buffer.alloc(MAX_MESSAGE + 4096, 0x5a)));
+  ksft_test_result(huge.every((r) => r.ret === -1 && r.errno === E2BIG) && fds_still_work(sys, vm, vcpu),
+    `a raw message over 64 KiB fails with E2BIG on the system, VM and vCPU fds (${huge.map(outcome).join('; ')}) and each fd still serves the next ioctl`);
   // And a well-formed message still works after the malformed one on the same socket.
   sendMessage(vm.fd, encodeRequest({ request: KVM_CHECK_EXTENSION, arg: BigInt(KVM_CAP_NR_MEMSLOTS) }));
   ksft_test_result(ioctlAwaitReply(vm.fd).ret === KVM_USER_MEM_SLOTS, 'a hand-encoded KVM_CHECK_EXTENSION message on the VM fd is answered');
