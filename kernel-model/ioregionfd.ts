@@ -10,7 +10,7 @@ import {
 } from '../proto/kvm-uapi';
 import { closeQuietly, dup, fdKind, sameFile, socketType } from '../proto/os';
 import type { KvmFeature } from './kvm';
-import { fail, ReceivedFds, Reply } from './server';
+import { fail, isControlSocket, ReceivedFds, Reply } from './server';
 import type { Vm, VmDevice } from './vm';
 import type { BusName } from './worker-devices';
 
@@ -168,6 +168,11 @@ function setIoregion(vm: Vm, data: Buffer, fds: ReceivedFds): Reply {
     const readTransport = readFd >= 0 ? transportOf(readFd) : 'pipe';
     const writeTransport = transportOf(writeFd);
     if (!readTransport || !writeTransport) throw fail(EINVAL, 'read_fd/write_fd must be sockets (stream or seqpacket), pipes or FIFOs');
+    // A VMM's own system, VM or vCPU fd would carry guest accesses into the kernel-model's control
+    // plane (and a VM holding its own fd could never be destroyed): never a data-plane fd.
+    for (const [fd, no, field] of [[writeFd, writeFdNo, 'write_fd'], [readFd, readFdNo, 'read_fd']] as const) {
+      if (fd >= 0 && isControlSocket(fd)) throw fail(EINVAL, `${field} ${no} is a KVM system, VM or vCPU fd, not a device's fd`);
+    }
     const clash = overlapping(vm, bus, paddr, size);
     if (clash) {
       throw fail(EEXIST, `[0x${paddr.toString(16)}, +0x${size.toString(16)}) overlaps the ${clash.desc.kind} at 0x${clash.desc.addr.toString(16)} (len ${clash.desc.len}) on the ${bus.toUpperCase()} bus`);

@@ -8,8 +8,7 @@ import {
   KVM_CAP_USER_MEMORY, KVM_CHECK_EXTENSION, KVM_CREATE_VM, KVM_GET_API_VERSION, KVM_GET_VCPU_MMAP_SIZE,
   KVM_MAX_VCPU_IDS, KVM_MAX_VCPUS, KVM_SET_IOREGION, KVM_USER_MEM_SLOTS, KVM_VCPU_MMAP_SIZE,
 } from '../proto/kvm-uapi';
-import { socketpair } from '../proto/os';
-import { fail, Handler, SocketServer } from './server';
+import { controlSocketpair, fail, Handler, nameControlSocket, SocketServer } from './server';
 import { Vm, VmFeature } from './vm';
 
 /** Model options a user may change (the RFC never fixed its numbers). */
@@ -51,6 +50,7 @@ export class KvmSystem {
       [KVM_CAP_CHECK_EXTENSION_VM, 1],
     ]);
     for (const f of features) for (const [cap, v] of Object.entries(f.caps?.(opts) ?? {})) this.caps.set(Number(cap), v);
+    nameControlSocket(fd);
     this.server = new SocketServer(fd, this.handle, () => void this.shutdown());
   }
 
@@ -68,7 +68,7 @@ export class KvmSystem {
         return { ret: KVM_VCPU_MMAP_SIZE };
       case KVM_CREATE_VM: {
         if (req.arg !== 0n) throw fail(EINVAL, `VM type ${req.arg} is not supported (only 0, KVM_X86_DEFAULT_VM)`);
-        const [ours, theirs] = socketpair('seqpacket');
+        const [ours, theirs] = controlSocketpair();
         this.vms.add(new Vm(ours, this.features, this.checkExtension, this.ioctlAliases, (vm) => this.vms.delete(vm)));
         return { ret: 0, fds: [theirs] };
       }

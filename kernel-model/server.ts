@@ -3,7 +3,33 @@
 import koffi from 'koffi';
 import { decodeRequest, encodeReply, IoctlRequest } from '../proto/control';
 import { E2BIG, EBADF, EINVAL, EIO } from '../proto/errno';
-import { closeQuietly, dup, MAX_MESSAGE, MSG_DONTWAIT, ReceivedMessage, receiveMessage, SCM_MAX_FD, sendMessage } from '../proto/os';
+import {
+  abstractName, bindAbstract, closeQuietly, dup, MAX_MESSAGE, MSG_DONTWAIT, ReceivedMessage, receiveMessage, SCM_MAX_FD, sendMessage, socketpair,
+} from '../proto/os';
+
+/** Abstract-namespace prefix of the kernel-model's end of every control socket (system, VM, vCPU fd). */
+const CONTROL_NAME_PREFIX = 'ioregionfd-emu/kvm-control/';
+let controlSocketCount = 0;
+
+/**
+ * Name the kernel-model's end of a control socket, so that the other end (the VMM's system, VM or
+ * vCPU fd) is recognisable when a VMM hands it back as a data-plane fd: its getpeername(2) is this name.
+ */
+export function nameControlSocket(fd: number): void {
+  bindAbstract(fd, `${CONTROL_NAME_PREFIX}${process.pid}/${++controlSocketCount}`);
+}
+
+/** A new control socketpair: [the kernel-model's named end, the VMM's end]. */
+export function controlSocketpair(): [number, number] {
+  const pair = socketpair('seqpacket');
+  nameControlSocket(pair[0]);
+  return pair;
+}
+
+/** True for either end of a control socket of any kernel-model (ours or another one's). */
+export function isControlSocket(fd: number): boolean {
+  return [abstractName(fd, 'peer'), abstractName(fd, 'self')].some((n) => n?.startsWith(CONTROL_NAME_PREFIX));
+}
 
 /** Thrown by an ioctl handler to answer ret -1 with this errno; `detail` names the offending value. */
 export class IoctlFailure extends Error {

@@ -15,8 +15,9 @@ import koffi from 'koffi';
 import { MessageChannel, MessagePort, Worker } from 'worker_threads';
 import { EMU_ATTN_IRQ, EMU_ATTN_KICK, EMU_ATTN_STOP, EMU_ATTN_UPDATE, KVM_VCPU_MMAP_SIZE, RUN } from '../proto/kvm-uapi';
 import {
-  closeQuietly, dup, EFD_NONBLOCK, eventfd, eventfdRead, mapShared, Mapping, memfd, shutdown, socketpair, tgkill, unmap, WAKE_SIGNAL,
+  closeQuietly, dup, EFD_NONBLOCK, eventfd, eventfdRead, mapShared, Mapping, memfd, shutdown, tgkill, unmap, WAKE_SIGNAL,
 } from '../proto/os';
+import { controlSocketpair } from './server';
 import type { VcpuUpdate, VcpuWorkerData } from './vcpu-thread';
 
 const ATTN_INDEX = RUN.emu_kick / 4;
@@ -65,7 +66,7 @@ export class VcpuHandle {
     /** Builds the updates that bring a new worker up to date (memslots, devices, config). */
     private readonly initialState: () => VcpuUpdate[],
   ) {
-    [this.sock, this.vmmEnd] = socketpair('seqpacket');
+    [this.sock, this.vmmEnd] = controlSocketpair();
     this.runFd = memfd(`kvm-vcpu-${id}`, KVM_VCPU_MMAP_SIZE);
     this.kickFd = eventfd(0, EFD_NONBLOCK);
     this.runMap = mapShared(this.runFd, KVM_VCPU_MMAP_SIZE);

@@ -34,6 +34,9 @@ const c = {
   getppid: libc.func('int getppid(void)'),
   getpid: libc.func('int getpid(void)'),
   getsockopt: libc.func('int getsockopt(int fd, int level, int name, _Out_ int *value, _Inout_ uint32_t *len)'),
+  bind: libc.func('int bind(int fd, const void *addr, uint32_t len)'),
+  getsockname: libc.func('int getsockname(int fd, void *addr, _Inout_ uint32_t *len)'),
+  getpeername: libc.func('int getpeername(int fd, void *addr, _Inout_ uint32_t *len)'),
   sigaction: libc.func('int sigaction(int sig, const void *act, void *oldact)'),
   dlsym: libc.func('void *dlsym(void *handle, const char *name)'),
 };
@@ -446,6 +449,34 @@ export function socketType(fd: number): 'stream' | 'seqpacket' | 'dgram' | undef
   const len = [4];
   if (c.getsockopt(fd, SOL_SOCKET, 3 /* SO_TYPE */, value, len) !== 0) return undefined;
   return value[0] === SOCK_STREAM ? 'stream' : value[0] === SOCK_SEQPACKET ? 'seqpacket' : value[0] === 2 ? 'dgram' : undefined;
+}
+
+const SOCKADDR_UN_SIZE = 110;
+
+/**
+ * Give an AF_UNIX socket (a socketpair end included) a name in the abstract namespace: `name` without
+ * the leading NUL. Its peer then reports that name from getpeername(2), which is how a process can
+ * recognise the other end of one of its own sockets when that end is handed back to it.
+ */
+export function bindAbstract(fd: number, name: string): void {
+  const path = Buffer.from(name, 'utf8');
+  if (path.length + 1 > SOCKADDR_UN_SIZE - 2) throw new SyscallError('bind (name too long)', 36 /* ENAMETOOLONG */);
+  const addr = Buffer.alloc(2 + 1 + path.length);
+  addr.writeUInt16LE(AF_UNIX, 0);
+  path.copy(addr, 3);
+  if (c.bind(fd, addr, addr.length) !== 0) fail('bind');
+}
+
+/**
+ * The abstract name of an AF_UNIX socket (`self`) or of its peer, without the leading NUL; undefined
+ * for an unnamed socket, a filesystem name, or an fd that is not a connected AF_UNIX socket.
+ */
+export function abstractName(fd: number, which: 'self' | 'peer'): string | undefined {
+  const addr = Buffer.alloc(SOCKADDR_UN_SIZE);
+  const len = [SOCKADDR_UN_SIZE];
+  const r = which === 'self' ? c.getsockname(fd, addr, len) : c.getpeername(fd, addr, len);
+  if (r !== 0 || len[0] <= 3 || addr.readUInt16LE(0) !== AF_UNIX || addr[2] !== 0) return undefined;
+  return addr.subarray(3, Math.min(len[0], SOCKADDR_UN_SIZE)).toString('utf8');
 }
 
 /** What kind of file an fd is, from /proc/self/fd: 'eventfd', 'socket', 'pipe', 'memfd', 'file', ... */

@@ -15,8 +15,8 @@ import { GUEST_ASSERT_EQ, GUEST_DONE, GUEST_SYNC, readq } from './lib/guest';
 import { __vm_ioeventfd } from './lib/ioeventfd';
 import { __vm_deassign_ioregion, __vm_set_ioregion, IoregionArgs, kvm_ioregion, use_set_ioregion_ioctl, vm_set_ioregion } from './lib/ioregionfd';
 import {
-  __kvm_ioctl, close_kvm_dev, kvm_has_cap, kvm_vm_free, KvmVm, le_store, open_kvm_dev_path, run_mmio,
-  TEST_ASSERT_KVM_EXIT_REASON, vcpu_run, vm_create, vm_create_barebones, vm_create_with_one_vcpu,
+  __kvm_ioctl, close_kvm_dev, kvm_fd, kvm_has_cap, kvm_vm_free, KvmVm, le_store, open_kvm_dev_path, run_mmio,
+  TEST_ASSERT_KVM_EXIT_REASON, vcpu_run, vm_create, vm_create_barebones, vm_create_with_one_vcpu, vm_vcpu_add,
 } from './lib/kvm_util';
 import { get_ucall, REPORT_GUEST_ASSERT, UCALL_ABORT, UCALL_DONE, UCALL_SYNC } from './lib/ucall_common';
 import { TEST_ASSERT, TEST_REQUIRE } from './lib/test_util';
@@ -80,6 +80,32 @@ function validation(vm: KvmVm, sock: number): void {
   expectErrno(__kvm_ioctl(vm.fd, KVM_SET_IOREGION, odd), 0, 'an unaligned 5-byte region with non-zero pad and user_data ~0');
   expectErrno(__vm_deassign_ioregion(vm, MMIO_BASE + 3n, 5n), 0, 'deassign of the unaligned region');
   expectErrno(__kvm_ioctl(vm.fd, KVM_SET_IOREGION, Buffer.alloc(32)), 14, 'a 32-byte struct for the 64-byte ioctl faults (EFAULT)');
+  controlFds(vm, sock);
+}
+
+/**
+ * The kernel-model's control sockets are never data-plane fds: the VM's own fd would pin the VM (it
+ * could never see its fd close), another VM's or vCPU's fd would carry this guest's accesses into that
+ * VM's ioctl stream, even across kernel-models.
+ */
+function controlFds(vm: KvmVm, sock: number): void {
+  const other = vm_create_barebones();
+  const otherVcpu = vm_vcpu_add(other, 0);
+  const otherKvm = open_kvm_dev_path();
+  const foreignVm = vm_create_barebones(otherKvm);
+  const rows: [string, number, number, number][] = [
+    ['the VM\'s own fd as read_fd and write_fd', vm.fd, vm.fd, 0],
+    ['the system fd as write_fd', sock, kvm_fd(), 0],
+    ['another VM\'s fd as read_fd', other.fd, sock, 0],
+    ['another VM\'s vCPU fd as the write_fd of a posted region', sock, otherVcpu.fd, KVM_IOREGION_POSTED_WRITES],
+    ['a VM fd of another kernel-model as write_fd', sock, foreignVm.fd, 0],
+  ];
+  for (const [what, read_fd, write_fd, flags] of rows) {
+    expectErrno(__vm_set_ioregion(vm, { guest_paddr: MMIO_BASE + 0x50000n, memory_size: 8n, read_fd, write_fd, flags }), EINVAL, `KVM_SET_IOREGION with ${what}`);
+  }
+  kvm_vm_free(foreignVm);
+  close_kvm_dev(otherKvm);
+  kvm_vm_free(other);
 }
 
 function overlaps(vm: KvmVm, sock: number): void {
@@ -208,7 +234,7 @@ async function lifetime(): Promise<void> {
 async function main(): Promise<void> {
   ksft_print_header();
   TEST_REQUIRE(kvm_has_cap(KVM_CAP_IOREGIONFD), 'kvm_has_cap(KVM_CAP_IOREGIONFD)');
-  ksft_set_plan(62);
+  ksft_set_plan(67);
   layout();
   const vm = vm_create();
   const [sock, peer] = socketpair('seqpacket');
