@@ -1,6 +1,6 @@
 // A vCPU thread's view of guest RAM: its own MAP_SHARED mapping of every memslot, looked up by GPA.
 
-import { closeQuietly, mapShared, Mapping, unmap } from '../proto/os';
+import { closeQuietly, mapShared, Mapping, PROT_READ, PROT_WRITE, unmap } from '../proto/os';
 
 /** One memslot as a vCPU sees it. */
 export interface SlotView {
@@ -40,9 +40,19 @@ export class GuestMemory {
       } else {
         const fd = fds.get(d.key);
         if (fd === undefined) continue;
-        const mapping = mapShared(fd, d.size, d.offset);
-        closeQuietly(fd);
         fds.delete(d.key);
+        let mapping: Mapping;
+        try {
+          // A read-only slot may be backed by a read-only memfd: never map more than it allows.
+          mapping = mapShared(fd, d.size, d.offset, d.readonly ? PROT_READ : PROT_READ | PROT_WRITE);
+        } catch (e) {
+          // The VM probed this mapping at registration, so this is an exhausted address space: the
+          // slot stays absent for this vCPU (its accesses exit to the VMM) rather than killing it.
+          process.stderr.write(`kernel-model: cannot map memslot at 0x${d.gpa.toString(16)}: ${(e as Error).message}\n`);
+          continue;
+        } finally {
+          closeQuietly(fd);
+        }
         s = {
           key: d.key, gpa: d.gpa, end: d.gpa + BigInt(d.size), readonly: d.readonly, mapping,
           view: new DataView(mapping.buffer), bytes: new Uint8Array(mapping.buffer),

@@ -9,8 +9,8 @@ import { IoctlFailure } from './server';
 
 const MB = 0x100000n;
 
-function backing(key = 1, size = 16 * 0x100000): Backing {
-  return { key, fd: -1, size };
+function backing(key = 1, size = 16 * 0x100000, writable = true): Backing {
+  return { key, fd: -1, size, writable };
 }
 
 function region(slot: number, gpa: bigint, size: bigint, offset = 0n, flags = 0): MemoryRegionArg {
@@ -101,7 +101,7 @@ test('create, move, flags-only, no-op and delete are told apart and kept in the 
 
   const before = slots.get(3)!.key;
   t.is(slots.check(region(3, 2n * MB, 0x4000n, 0x2000n, KVM_MEM_LOG_DIRTY_PAGES), () => b).change, 'none');
-  t.is(slots.apply(region(3, 2n * MB, 0x4000n, 0x2000n, KVM_MEM_LOG_DIRTY_PAGES), 'none', b), undefined);
+  t.is(slots.apply(region(3, 2n * MB, 0x4000n, 0x2000n, KVM_MEM_LOG_DIRTY_PAGES), 'none', b).old, undefined);
   t.is(slots.get(3)!.key, before);
 
   t.true(slots.uses(b));
@@ -112,13 +112,27 @@ test('create, move, flags-only, no-op and delete are told apart and kept in the 
   t.is(failure(t, slots, region(3, 0n, 0n), null).errno, EINVAL, 'a second delete finds nothing');
 });
 
-test('apply() returns the slot it replaced, so the VM can release its memfd', (t) => {
+test('apply() returns the slot it replaced, so the VM can release its memfd, and an undo that restores it', (t) => {
   const slots = new Memslots();
   set(slots, region(0, 0n, 0x1000n));
+  set(slots, region(1, 2n * MB, 0x1000n));
   const old = slots.get(0)!;
+  const before = layout(slots);
   const m = region(0, MB, 0x1000n);
   const { change, backing: b } = slots.check(m, () => backing());
-  t.is(slots.apply(m, change, b), old);
+  const applied = slots.apply(m, change, b);
+  t.is(applied.old, old);
+  t.is(slots.get(0)!.gpa, MB);
+  applied.undo();
+  t.is(slots.get(0), old);
+  t.deepEqual(layout(slots), before);
+});
+
+test('a read-only memfd backs only a KVM_MEM_READONLY slot', (t) => {
+  const slots = new Memslots();
+  const ro = backing(2, 0x10000, false);
+  t.is(failure(t, slots, region(0, 0n, 0x1000n), ro).errno, EINVAL);
+  t.is(set(slots, region(0, 0n, 0x1000n, 0n, KVM_MEM_READONLY), ro), 'create');
 });
 
 test('only guest_phys_addr and the dirty-log flag of an existing slot may change', (t) => {

@@ -5,6 +5,10 @@ import { EEXIST, EINVAL } from '../proto/errno';
 import {
   KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_MAX_NR_PAGES, KVM_MEM_READONLY, KVM_USER_MEM_SLOTS, PAGE_SIZE,
 } from '../proto/kvm-uapi';
+import { errnoName } from '../proto/errno';
+import {
+  addSeals, F_SEAL_SHRINK, fdKind, fileSize, getSeals, getStatusFlags, O_ACCMODE, O_RDWR, probeMap, PROT_READ, PROT_WRITE,
+} from '../proto/os';
 import { fail } from './server';
 
 const PAGE = BigInt(PAGE_SIZE);
@@ -20,11 +24,13 @@ export interface MemoryRegionArg {
   userspaceAddr: bigint;
 }
 
-/** Where a slot's bytes live: a memfd the kernel-model holds. */
+/** Where a slot's bytes live: a memfd the kernel-model holds, sealed against shrinking. */
 export interface Backing {
   key: number;
   fd: number;
   size: number;
+  /** Opened O_RDWR: only then may a slot without KVM_MEM_READONLY use it. */
+  writable: boolean;
 }
 
 export interface Memslot {
@@ -36,6 +42,28 @@ export interface Memslot {
   size: bigint;
   backing: Backing;
   offset: bigint;
+}
+
+/**
+ * What the model needs of a memfd before any slot may use it: it is a memfd, it is sealed against
+ * shrinking (the seal is added here when the memfd allows it), and whether it is writable. A memfd
+ * that anyone could truncate would turn a guest's RAM access into SIGBUS in the kernel-model.
+ */
+export function adoptBacking(fd: number): { size: number; writable: boolean } {
+  const kind = fdKind(fd);
+  if (kind !== 'memfd') throw fail(EINVAL, `slot memory must be a memfd (userspace_addr is an offset into it), got a ${kind}`);
+  const seals = getSeals(fd);
+  if (seals < 0 || (!(seals & F_SEAL_SHRINK) && addSeals(fd, F_SEAL_SHRINK) < 0)) {
+    throw fail(EINVAL, 'the memfd cannot be sealed against shrinking: create it with MFD_ALLOW_SEALING (or add F_SEAL_SHRINK yourself)');
+  }
+  const mode = getStatusFlags(fd);
+  return { size: fileSize(fd), writable: mode >= 0 && (mode & O_ACCMODE) === O_RDWR };
+}
+
+/** Map and unmap the slot's range once, as its vCPU threads will, so a slot they cannot map is refused now. */
+export function probeMapping(b: Backing, offset: bigint, size: bigint, readonly: boolean): void {
+  const errno = probeMap(b.fd, Number(size), offset, readonly ? PROT_READ : PROT_READ | PROT_WRITE);
+  if (errno) throw fail(EINVAL, `the memfd range [0x${offset.toString(16)}, +0x${size.toString(16)}) cannot be mapped: ${errnoName(errno)}`);
 }
 
 export type MemslotChange = 'create' | 'delete' | 'move' | 'flags' | 'none';
@@ -74,6 +102,9 @@ export class Memslots {
       if (m.userspaceAddr + m.memorySize > BigInt(b.size)) {
         throw fail(EINVAL, `memfd offset 0x${m.userspaceAddr.toString(16)} + size 0x${m.memorySize.toString(16)} exceeds the memfd's 0x${b.size.toString(16)} bytes`);
       }
+      if (!b.writable && !(m.flags & KVM_MEM_READONLY)) {
+        throw fail(EINVAL, 'the memfd is open read-only: a slot without KVM_MEM_READONLY needs it O_RDWR');
+      }
     }
     // One address space, as on the measured host (KVM_CAP_MULTI_ADDRESS_SPACE 0: no SMM).
     if (asId >= 1) throw fail(EINVAL, `slot 0x${m.slot.toString(16)}: address space ${asId} does not exist (only 0)`);
@@ -103,22 +134,39 @@ export class Memslots {
     return { change, backing: b };
   }
 
-  /** Apply a change check() accepted. Returns the removed slot (delete/move/flags) so its backing can be released. */
-  apply(m: MemoryRegionArg, change: MemslotChange, backing?: Backing): Memslot | undefined {
+  /**
+   * Apply a change check() accepted. Returns the removed slot (delete/move/flags) so its backing can
+   * be released, and an undo that puts the slots back as they were (for a change that cannot be
+   * published to the vCPUs).
+   */
+  apply(m: MemoryRegionArg, change: MemslotChange, backing?: Backing): { old: Memslot | undefined; undo: () => void } {
     const id = m.slot & 0xffff;
     const old = this.byId.get(id);
-    if (change === 'none') return undefined;
-    if (old) {
-      this.byId.delete(id);
-      this.sorted.splice(this.sorted.indexOf(old), 1);
-    }
+    let added: Memslot | undefined;
+    if (change === 'none') return { old: undefined, undo: () => undefined };
+    if (old) this.remove(old);
     if (change !== 'delete') {
-      const slot = { key: this.nextKey++, id, flags: m.flags, gpa: m.guestPhysAddr, size: m.memorySize, backing: backing!, offset: m.userspaceAddr };
-      this.byId.set(id, slot);
-      // Slots usually arrive in ascending order, so this is an append in the common case.
-      this.sorted.splice(this.lowerBound(slot.gpa), 0, slot);
+      added = { key: this.nextKey++, id, flags: m.flags, gpa: m.guestPhysAddr, size: m.memorySize, backing: backing!, offset: m.userspaceAddr };
+      this.insert(added);
     }
-    return old;
+    return {
+      old,
+      undo: () => {
+        if (added) this.remove(added);
+        if (old) this.insert(old);
+      },
+    };
+  }
+
+  private remove(slot: Memslot): void {
+    this.byId.delete(slot.id);
+    this.sorted.splice(this.sorted.indexOf(slot), 1);
+  }
+
+  private insert(slot: Memslot): void {
+    this.byId.set(slot.id, slot);
+    // Slots usually arrive in ascending order, so this is an append in the common case.
+    this.sorted.splice(this.lowerBound(slot.gpa), 0, slot);
   }
 
   /** Index of the first slot whose gpa is >= addr. */

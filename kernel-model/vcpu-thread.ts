@@ -23,30 +23,11 @@ import { busRead, busWrite, DEVICE_GONE, IoBus, IoDevice, ReadResult } from './i
 import { GuestMemory, loadLE, MemslotDesc, storeLE } from './guest-memory';
 import { IRQCHIP_SHARED, LocalApic } from './irqchip';
 import { REPLY_TRUNCATED } from './server';
-import { BLOCKED_HLT, BLOCKED_IO, MEMSLOT_SYNC } from './vcpu';
+import { BLOCKED_HLT, BLOCKED_IO, SYNC, VcpuConfig, VcpuUpdate, VcpuWorkerData } from './vcpu-contract';
 import { BusName, createWorkerDevice, DeviceDesc, WorkerDevice } from './worker-devices';
 
 /** Unwinds guest code when the VM is destroyed or the vCPU fd is closed. */
 class VcpuStopped extends Error {}
-
-export interface VcpuWorkerData {
-  vcpuId: number;
-  sock: number;
-  runFd: number;
-  port: MessagePort;
-  /** Memslot synchronization words shared with the VcpuHandle (MEMSLOT_SYNC). */
-  sync: Int32Array;
-}
-
-/**
- * Messages from the VM (main thread); fds in them were dup'ed for this thread and are owned by it once
- * it applied the message (it acknowledges `seq`).
- */
-export type VcpuUpdate = { seq?: number } & (
-  | { type: 'memslots'; slots: MemslotDesc[]; fds: [number, number][]; gen: number }
-  | { type: 'devices'; add: DeviceDesc[]; remove: number[] }
-  | { type: 'config'; config: Partial<VcpuConfig> }
-  | { type: 'shared'; name: string; buffer: SharedArrayBuffer });
 
 /** What KVM_EXIT_IOREGIONFD_FAILURE reports about the access a device failed. */
 export interface IoFailure {
@@ -57,14 +38,6 @@ export interface IoFailure {
   data: bigint;
   userData: bigint;
   errno: number;
-}
-
-export interface VcpuConfig {
-  /** Wire layout of ioregionfd commands: 'v3' (default) or 'v1'. */
-  wire: 'v3' | 'v1';
-  /** Report ioregionfd failures as KVM_EXIT_IOREGIONFD_FAILURE instead of falling back to MMIO/IO exits. */
-  failureExit: boolean;
-  irqchip: boolean;
 }
 
 const ATTN_INDEX = RUN.emu_kick / 4;
@@ -114,7 +87,7 @@ export class VcpuThread implements GuestCpu {
     this.port = d.port;
     this.sync = d.sync;
     // The handle signals this thread by its kernel thread id.
-    Atomics.store(this.sync, MEMSLOT_SYNC.tid, gettid());
+    Atomics.store(this.sync, SYNC.tid, gettid());
     this.runMap = mapShared(d.runFd, KVM_VCPU_MMAP_SIZE);
     closeQuietly(d.runFd);
     this.run = new DataView(this.runMap.buffer);
@@ -329,8 +302,8 @@ export class VcpuThread implements GuestCpu {
    * memory again only after an instruction boundary, which applies the change first.
    */
   quiesce(blocked: boolean): void {
-    Atomics.store(this.sync, MEMSLOT_SYNC.quiescent, blocked ? 1 : 0);
-    if (blocked) Atomics.notify(this.sync, MEMSLOT_SYNC.applied);
+    Atomics.store(this.sync, SYNC.quiescent, blocked ? 1 : 0);
+    if (blocked) Atomics.notify(this.sync, SYNC.applied);
   }
 
   /** Take a pending kick (the "signal"); true if there was one. */
@@ -345,13 +318,13 @@ export class VcpuThread implements GuestCpu {
       const u = m.message as VcpuUpdate;
       if (u.type === 'memslots') {
         this.mem.update(u.slots, new Map(u.fds));
-        Atomics.store(this.sync, MEMSLOT_SYNC.applied, u.gen);
-        Atomics.notify(this.sync, MEMSLOT_SYNC.applied);
+        Atomics.store(this.sync, SYNC.applied, u.gen);
+        Atomics.notify(this.sync, SYNC.applied);
       } else if (u.type === 'config') Object.assign(this.config, u.config);
       else if (u.type === 'shared') this.shared.set(u.name, u.buffer);
       else this.updateDevices(u.add, u.remove);
       // The fds of every update up to here are ours now (the handle closes those of later ones if we exit).
-      Atomics.store(this.sync, MEMSLOT_SYNC.acked, u.seq ?? 0);
+      Atomics.store(this.sync, SYNC.acked, u.seq ?? 0);
     }
   }
 
@@ -396,10 +369,10 @@ export class VcpuThread implements GuestCpu {
    * false when a kick was pending (consumed). Every true must be followed by unblock().
    */
   private block(kind: number): boolean {
-    Atomics.store(this.sync, MEMSLOT_SYNC.blocked, kind);
+    Atomics.store(this.sync, SYNC.blocked, kind);
     const w = Atomics.load(this.attn, ATTN_INDEX);
     if (w & EMU_ATTN_STOP || (w & EMU_ATTN_KICK && this.consumeKick())) {
-      Atomics.store(this.sync, MEMSLOT_SYNC.blocked, 0);
+      Atomics.store(this.sync, SYNC.blocked, 0);
       if (w & EMU_ATTN_STOP) throw new VcpuStopped();
       return false;
     }
@@ -409,7 +382,7 @@ export class VcpuThread implements GuestCpu {
 
   private unblock(): void {
     this.quiesce(false);
-    Atomics.store(this.sync, MEMSLOT_SYNC.blocked, 0);
+    Atomics.store(this.sync, SYNC.blocked, 0);
   }
 
   /**
@@ -459,9 +432,9 @@ export class VcpuThread implements GuestCpu {
 
   private shutdown(): void {
     // An exited thread uses no guest memory and must never be signalled again.
-    Atomics.store(this.sync, MEMSLOT_SYNC.quiescent, 1);
-    Atomics.store(this.sync, MEMSLOT_SYNC.tid, 0);
-    Atomics.notify(this.sync, MEMSLOT_SYNC.applied);
+    Atomics.store(this.sync, SYNC.quiescent, 1);
+    Atomics.store(this.sync, SYNC.tid, 0);
+    Atomics.notify(this.sync, SYNC.applied);
     for (const d of this.devices.values()) d.close();
     this.devices.clear();
     this.mem.clear();
@@ -599,6 +572,8 @@ export class VcpuThread implements GuestCpu {
   ram(gpa: bigint, length: number): Uint8Array {
     const s = this.mem.find(gpa, length);
     if (!s) throw new RangeError(`guest RAM [0x${gpa.toString(16)}, +${length}) is not inside one memslot`);
+    // A read-only slot is mapped read-only: a store through a view would fault the kernel-model.
+    if (s.readonly) throw new RangeError(`guest RAM [0x${gpa.toString(16)}, +${length}) is a KVM_MEM_READONLY slot: use readBytes()`);
     const off = Number(gpa - s.gpa);
     return s.bytes.subarray(off, off + length);
   }

@@ -18,24 +18,13 @@ import {
   closeQuietly, dup, EFD_NONBLOCK, eventfd, eventfdRead, mapShared, Mapping, memfd, shutdown, tgkill, unmap, WAKE_SIGNAL,
 } from '../proto/os';
 import { controlSocketpair } from './server';
-import type { VcpuUpdate, VcpuWorkerData } from './vcpu-thread';
+import { BLOCKED_HLT, releaseUpdate, SYNC, SYNC_WORDS, type VcpuUpdate, type VcpuWorkerData } from './vcpu-contract';
 
 const ATTN_INDEX = RUN.emu_kick / 4;
 const STOP_GRACE_MS = 2000;
 const WAKE_RETRY_MS = 2;
 /** Longest a memslot change waits for a vCPU thread (guest code spinning without a CPU call never yields). */
 const MEMSLOT_SYNC_MS = 2000;
-
-/**
- * Words shared between a vCPU thread and its handle: the memslot generation the thread applied last;
- * whether it is blocked outside guest code (1) or may be using guest memory (0); its kernel thread id;
- * and whether it sits in a wakeable blocking syscall (BLOCKED_*).
- */
-export const MEMSLOT_SYNC = { applied: 0, quiescent: 1, tid: 2, blocked: 3, acked: 4 } as const;
-/** Blocked waiting for a device or room to send: a kick or destruction must wake it. */
-export const BLOCKED_IO = 1;
-/** Halted (hlt with an irqchip): interrupts and updates wake it too. */
-export const BLOCKED_HLT = 2;
 
 export class VcpuHandle {
   /** Our end of the vCPU socket. */
@@ -54,7 +43,7 @@ export class VcpuHandle {
   private wakeRetry: NodeJS.Timeout | undefined;
   private exited: Promise<void> | undefined;
   /** MEMSLOT_SYNC words; a thread starts quiescent (it runs no guest code before its first KVM_RUN). */
-  private readonly sync = new Int32Array(new SharedArrayBuffer(20));
+  private readonly sync = new Int32Array(new SharedArrayBuffer(4 * SYNC_WORDS));
   /** Updates posted to the thread and not yet acknowledged: their fds are the handle's to close if it exits. */
   private unacked: VcpuUpdate[] = [];
   private seq = 0;
@@ -71,7 +60,7 @@ export class VcpuHandle {
     this.kickFd = eventfd(0, EFD_NONBLOCK);
     this.runMap = mapShared(this.runFd, KVM_VCPU_MMAP_SIZE);
     this.attn = new Int32Array(this.runMap.buffer, 0, 1024);
-    Atomics.store(this.sync, MEMSLOT_SYNC.quiescent, 1);
+    Atomics.store(this.sync, SYNC.quiescent, 1);
   }
 
   /** fds for the KVM_CREATE_VCPU reply: the vCPU socket, the kvm_run memfd, the kick eventfd. */
@@ -128,9 +117,19 @@ export class VcpuHandle {
 
   /** Queue an update for the worker (if running) and flag it; it applies them at its next boundary. */
   post(build: () => VcpuUpdate): void {
-    if (!this.port) return;
-    this.send(build());
+    if (this.port) this.postBuilt(build());
+  }
+
+  /** Queue an update built for this worker; without a worker, its fds are released. */
+  postBuilt(u: VcpuUpdate): void {
+    if (!this.port) return releaseUpdate(u);
+    this.send(u);
     this.signal(EMU_ATTN_UPDATE);
+  }
+
+  /** Whether a worker thread runs this vCPU (updates are sent only then). */
+  get running(): boolean {
+    return this.port !== undefined;
   }
 
   private send(u: VcpuUpdate): void {
@@ -142,7 +141,7 @@ export class VcpuHandle {
 
   /** Move updates the thread acknowledged out of `unacked`, keeping track of the device fds it owns. */
   private settle(): void {
-    const acked = Atomics.load(this.sync, MEMSLOT_SYNC.acked);
+    const acked = Atomics.load(this.sync, SYNC.acked);
     while (this.unacked.length && (this.unacked[0].seq ?? 0) <= acked) {
       const u = this.unacked.shift()!;
       if (u.type !== 'devices') continue;
@@ -154,10 +153,7 @@ export class VcpuHandle {
   /** The thread is gone: close the fds of updates it never applied (it cannot have used them). */
   private releaseUnapplied(): void {
     this.settle();
-    for (const u of this.unacked) {
-      if (u.type === 'memslots') u.fds.forEach(([, fd]) => closeQuietly(fd));
-      else if (u.type === 'devices') u.add.forEach((d) => d.fds.forEach(closeQuietly));
-    }
+    this.unacked.forEach(releaseUpdate);
     this.unacked = [];
   }
 
@@ -171,14 +167,14 @@ export class VcpuHandle {
     if (!this.worker) return;
     const deadline = Date.now() + MEMSLOT_SYNC_MS;
     for (;;) {
-      const applied = Atomics.load(this.sync, MEMSLOT_SYNC.applied);
-      if (applied >= gen || Atomics.load(this.sync, MEMSLOT_SYNC.quiescent) === 1) return;
+      const applied = Atomics.load(this.sync, SYNC.applied);
+      if (applied >= gen || Atomics.load(this.sync, SYNC.quiescent) === 1) return;
       const left = deadline - Date.now();
       if (left <= 0) {
         process.stderr.write(`kernel-model: vCPU ${this.id} did not reach an instruction boundary in ${MEMSLOT_SYNC_MS} ms; memslot change not synchronized\n`);
         return;
       }
-      Atomics.wait(this.sync, MEMSLOT_SYNC.applied, applied, Math.min(left, 50));
+      Atomics.wait(this.sync, SYNC.applied, applied, Math.min(left, 50));
     }
   }
 
@@ -190,7 +186,7 @@ export class VcpuHandle {
 
   /** Whether the thread sits in a blocking syscall that its pending attention bits should end. */
   private needsWake(): boolean {
-    const blocked = Atomics.load(this.sync, MEMSLOT_SYNC.blocked);
+    const blocked = Atomics.load(this.sync, SYNC.blocked);
     if (!blocked) return false;
     const w = Atomics.load(this.attn, ATTN_INDEX);
     return (w & (EMU_ATTN_KICK | EMU_ATTN_STOP)) !== 0 || (blocked === BLOCKED_HLT && (w & (EMU_ATTN_IRQ | EMU_ATTN_UPDATE)) !== 0);
@@ -198,7 +194,7 @@ export class VcpuHandle {
 
   /** Signal the thread out of its syscall, and again every WAKE_RETRY_MS while that is still needed. */
   private wake(): void {
-    const tid = Atomics.load(this.sync, MEMSLOT_SYNC.tid);
+    const tid = Atomics.load(this.sync, SYNC.tid);
     if (!tid || !this.needsWake()) return;
     tgkill(process.pid, tid, WAKE_SIGNAL);
     this.wakeRetry ??= setInterval(() => {

@@ -4,16 +4,16 @@
 // it to the running vCPU threads, each of which gets its own dup of any fd involved.
 
 import { IoctlRequest } from '../proto/control';
-import { EEXIST, EFAULT, EINVAL, ENOTTY } from '../proto/errno';
+import { EEXIST, EFAULT, EINVAL, ENOMEM, ENOTTY } from '../proto/errno';
 import {
   ENABLE_CAP, ioctlDir, ioctlSize, IOC_WRITE, KVM_CHECK_EXTENSION, KVM_CREATE_VCPU, KVM_ENABLE_CAP,
   KVM_MAX_VCPU_IDS, KVM_MAX_VCPUS, KVM_MEM_READONLY, KVM_SET_USER_MEMORY_REGION, MEMREGION, NR_IOBUS_DEVS,
 } from '../proto/kvm-uapi';
 import { closeQuietly, dup, fileSize, sameFile } from '../proto/os';
-import { Backing, Memslots } from './memslots';
+import { adoptBacking, Backing, Memslots, probeMapping } from './memslots';
 import { fail, Handler, ReceivedFds, Reply, SocketServer } from './server';
 import { VcpuHandle } from './vcpu';
-import type { VcpuConfig, VcpuUpdate } from './vcpu-thread';
+import { releaseUpdate, type VcpuConfig, type VcpuUpdate } from './vcpu-contract';
 import type { BusName, DeviceDesc, DeviceFields, DeviceInfo } from './worker-devices';
 
 /** A device as the VM keeps it: the description its vCPUs get, and the fds the VM holds for it. */
@@ -112,19 +112,37 @@ export class Vm {
       memorySize: data.readBigUInt64LE(MEMREGION.memory_size),
       userspaceAddr: data.readBigUInt64LE(MEMREGION.userspace_addr),
     };
-    const { change, backing } = this.memslots.check(m, () => this.backingFor(fds));
-    if (change === 'none') return { ret: 0 };
-    const old = this.memslots.apply(m, change, backing);
-    if (old && !this.memslots.uses(old.backing)) this.dropBacking(old.backing);
-    if (backing && !this.memslots.uses(backing)) this.dropBacking(backing);
-    this.memslotGen++;
-    this.publish(() => this.memslotUpdate());
-    // As KVM's synchronize_srcu: when the ioctl returns, no vCPU still uses the old slots.
-    for (const v of this.vcpus.values()) v.waitMemslots(this.memslotGen);
-    return { ret: 0 };
+    let backing: Backing | undefined;
+    try {
+      const checked = this.memslots.check(m, () => (backing = this.backingFor(fds)));
+      if (checked.change === 'none') return { ret: 0 };
+      if (backing) probeMapping(backing, m.userspaceAddr, m.memorySize, (m.flags & KVM_MEM_READONLY) !== 0);
+      const { old, undo } = this.memslots.apply(m, checked.change, backing);
+      // Every vCPU gets the new list or none does: build all the updates (fd dups) first.
+      let updates: Map<VcpuHandle, VcpuUpdate>;
+      try {
+        updates = this.buildForRunning(() => this.memslotUpdate(this.memslotGen + 1));
+      } catch (e) {
+        undo();
+        throw fail(ENOMEM, `cannot hand the new memslots to the vCPU threads: ${(e as Error).message}`);
+      }
+      if (old && !this.memslots.uses(old.backing)) this.dropBacking(old.backing);
+      this.memslotGen++;
+      for (const [v, u] of updates) v.postBuilt(u);
+      // As KVM's synchronize_srcu: when the ioctl returns, no vCPU still uses the old slots.
+      for (const v of this.vcpus.values()) v.waitMemslots(this.memslotGen);
+      return { ret: 0 };
+    } finally {
+      // A memfd that came with a refused (or deleting) request is not kept.
+      if (backing && !this.memslots.uses(backing)) this.dropBacking(backing);
+    }
   }
 
-  /** The attached memfd as a Backing, reusing an existing one for the same file (kcmp) so fds don't pile up. */
+  /**
+   * The attached memfd as a Backing, reusing an existing one for the same file (kcmp) so fds don't
+   * pile up. A new one must be a memfd the model can seal against shrinking: a slot's pages must stay
+   * there for as long as vCPUs and devices map them (a truncated file would SIGBUS the kernel-model).
+   */
   private backingFor(fds: ReceivedFds): Backing | undefined {
     const fd = fds.takeFirst();
     if (fd === undefined) return undefined;
@@ -135,16 +153,14 @@ export class Vm {
         return b;
       }
     }
-    let size: number;
     try {
-      size = fileSize(fd);
-    } catch {
+      const b = { key: this.nextBackingKey++, fd, ...adoptBacking(fd) };
+      this.backings.push(b);
+      return b;
+    } catch (e) {
       closeQuietly(fd);
-      return undefined;
+      throw e;
     }
-    const b = { key: this.nextBackingKey++, fd, size };
-    this.backings.push(b);
-    return b;
   }
 
   private dropBacking(b: Backing): void {
@@ -155,12 +171,30 @@ export class Vm {
   }
 
   /** The full memslot list for one vCPU thread, with a fresh dup of the memfd for each slot it maps. */
-  private memslotUpdate(): VcpuUpdate {
+  private memslotUpdate(gen = this.memslotGen): VcpuUpdate {
     const slots = this.memslots.slots.map((s) => ({
       key: s.key, gpa: s.gpa, size: Number(s.size), offset: s.offset, readonly: (s.flags & KVM_MEM_READONLY) !== 0,
     }));
-    const fds: [number, number][] = this.memslots.slots.map((s) => [s.key, dup(s.backing.fd)]);
-    return { type: 'memslots', slots, fds, gen: this.memslotGen };
+    const fds: [number, number][] = [];
+    try {
+      for (const s of this.memslots.slots) fds.push([s.key, dup(s.backing.fd)]);
+    } catch (e) {
+      fds.forEach(([, fd]) => closeQuietly(fd));
+      throw e;
+    }
+    return { type: 'memslots', slots, fds, gen };
+  }
+
+  /** One update per running vCPU thread, all built before any is sent; on failure none leaks. */
+  private buildForRunning(build: () => VcpuUpdate): Map<VcpuHandle, VcpuUpdate> {
+    const out = new Map<VcpuHandle, VcpuUpdate>();
+    try {
+      for (const v of this.vcpus.values()) if (v.running) out.set(v, build());
+    } catch (e) {
+      for (const u of out.values()) releaseUpdate(u);
+      throw e;
+    }
+    return out;
   }
 
   /**

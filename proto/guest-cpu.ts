@@ -22,7 +22,7 @@ export interface GuestCpu {
   /** Copy guest memory of any length (split into pages and <= 8-byte accesses like x86's emulator). */
   readBytes(gpa: bigint, out: Uint8Array): void;
   writeBytes(gpa: bigint, data: Uint8Array): void;
-  /** A view straight into RAM, for bulk work; throws RangeError unless one memslot holds all of it. */
+  /** A view straight into RAM, for bulk work; throws RangeError unless one writable memslot holds all of it. */
   ram(gpa: bigint, length: number): Uint8Array;
 
   /** in al/ax/eax, port. */

@@ -51,6 +51,13 @@ export const EFD_CLOEXEC = 0o2000000;
 export const EFD_NONBLOCK = 0o4000;
 export const EFD_SEMAPHORE = 1;
 export const MFD_CLOEXEC = 1;
+export const MFD_ALLOW_SEALING = 2;
+export const F_SEAL_SEAL = 0x1;
+export const F_SEAL_SHRINK = 0x2;
+export const F_SEAL_GROW = 0x4;
+export const O_ACCMODE = 3;
+export const O_RDONLY = 0;
+export const O_RDWR = 2;
 export const POLLIN = 0x1;
 export const POLLOUT = 0x4;
 export const POLLERR = 0x8;
@@ -67,8 +74,10 @@ const F_GETFD = 1;
 const F_GETFL = 3;
 const F_SETFL = 4;
 const F_DUPFD_CLOEXEC = 1030;
-const PROT_READ = 1;
-const PROT_WRITE = 2;
+const F_ADD_SEALS = 1033;
+const F_GET_SEALS = 1034;
+export const PROT_READ = 1;
+export const PROT_WRITE = 2;
 const MAP_SHARED = 1;
 const MAP_FAILED = 0xffffffffffffffffn;
 const SYS_kcmp = 312;
@@ -365,9 +374,12 @@ export function eventfdRead(fd: number): bigint | undefined {
   return counterBuf[0];
 }
 
-/** memfd_create(2) + ftruncate(2): anonymous shared memory of `size` bytes. */
+/**
+ * memfd_create(2) + ftruncate(2): anonymous shared memory of `size` bytes. Created with
+ * MFD_ALLOW_SEALING, so whoever must rely on its size (the kernel-model, for guest RAM) can seal it.
+ */
 export function memfd(name: string, size: number | bigint): number {
-  const fd = c.memfd_create(name, MFD_CLOEXEC);
+  const fd = c.memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (fd < 0) fail('memfd_create');
   if (c.ftruncate(fd, BigInt(size)) !== 0) {
     const e = koffi.errno();
@@ -377,6 +389,17 @@ export function memfd(name: string, size: number | bigint): number {
   return fd;
 }
 
+/** fcntl(F_ADD_SEALS): add seals to a memfd; -errno on failure (EPERM once F_SEAL_SEAL is set, EINVAL for other files). */
+export function addSeals(fd: number, seals: number): number {
+  return c.fcntl(fd, F_ADD_SEALS, seals) < 0 ? -koffi.errno() : 0;
+}
+
+/** fcntl(F_GET_SEALS): the seals of a memfd, or -errno (EINVAL for a file that is not a memfd). */
+export function getSeals(fd: number): number {
+  const r = c.fcntl(fd, F_GET_SEALS, 0);
+  return r < 0 ? -koffi.errno() : r;
+}
+
 /** A MAP_SHARED mapping: its address and a zero-copy ArrayBuffer over it. */
 export interface Mapping {
   addr: bigint;
@@ -384,11 +407,22 @@ export interface Mapping {
   buffer: ArrayBuffer;
 }
 
-/** mmap(fd, offset, size, PROT_READ|PROT_WRITE, MAP_SHARED). */
-export function mapShared(fd: number, size: number, offset: number | bigint = 0): Mapping {
-  const addr = c.mmap(null, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, BigInt(offset)) as bigint;
+/** mmap(fd, offset, size, prot, MAP_SHARED); PROT_READ|PROT_WRITE unless told otherwise. */
+export function mapShared(fd: number, size: number, offset: number | bigint = 0, prot = PROT_READ | PROT_WRITE): Mapping {
+  const addr = c.mmap(null, size, prot, MAP_SHARED, fd, BigInt(offset)) as bigint;
   if (addr === MAP_FAILED || addr === -1n) fail('mmap');
   return { addr, size, buffer: koffi.view(addr, size) };
+}
+
+/**
+ * Whether mmap(fd, offset, size, prot, MAP_SHARED) would succeed: maps and unmaps at once, without
+ * making a view (which is what makes mapShared costly). 0, or the errno.
+ */
+export function probeMap(fd: number, size: number, offset: number | bigint, prot: number): number {
+  const addr = c.mmap(null, size, prot, MAP_SHARED, fd, BigInt(offset)) as bigint;
+  if (addr === MAP_FAILED || addr === -1n) return koffi.errno();
+  c.munmap(addr, size);
+  return 0;
 }
 
 /** munmap(2). The ArrayBuffer of the mapping must not be touched afterwards. */

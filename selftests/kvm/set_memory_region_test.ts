@@ -7,12 +7,15 @@
 // In this model userspace_addr is an offset into a memfd that travels beside the ioctl: "no memfd" and
 // "offset + size beyond the memfd" stand in for the kernel's access_ok() failure, also EINVAL.
 
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
 import { EEXIST, EFAULT, EINVAL, errnoName } from '../../proto/errno';
 import {
   KVM_CAP_NR_MEMSLOTS, KVM_EXIT_IO, KVM_EXIT_MMIO, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, KVM_SET_USER_MEMORY_REGION,
   PAGE_SIZE,
 } from '../../proto/kvm-uapi';
-import { closeQuietly, memfd } from '../../proto/os';
+import { addSeals, closeQuietly, F_SEAL_SEAL, memfd } from '../../proto/os';
 import { ksft_finished, ksft_print_header, ksft_set_plan, ksft_test_result } from '../kselftest';
 import { GUEST_DONE, GUEST_SYNC, GUEST_SYNC_ARGS, readq, writeq } from './lib/guest';
 import {
@@ -87,6 +90,12 @@ function test_errno_matrix(nrMemslots: number): void {
   const other = memfd('set_memory_region_test-other', 0x100000);
   // Big enough that only KVM_MEM_MAX_NR_PAGES can reject 2^31 pages (sparse: costs nothing).
   const huge = memfd('set_memory_region_test-huge', (1n << 31n) * BigInt(PAGE_SIZE) + BigInt(PAGE_SIZE));
+  // Backings the model refuses: not a memfd, a memfd that cannot be sealed against shrinking, and a
+  // read-only open of a good memfd (fine for a KVM_MEM_READONLY slot only).
+  const file = tempFile(0x10000);
+  const unsealable = memfd('set_memory_region_test-unsealable', 0x10000);
+  TEST_ASSERT(addSeals(unsealable, F_SEAL_SEAL) === 0, 'F_SEAL_SEAL on a fresh memfd');
+  const readOnly = fs.openSync(`/proc/self/fd/${mem}`, 'r');
   const row = (what: string, slot: number, flags: number, gpa: bigint, size: bigint, fd: number, offset: bigint, errno: number, detail?: RegExp): Row =>
     ({ what, slot, flags, gpa, size, fd, offset, errno, detail });
   const K64 = 0x10000n;
@@ -100,6 +109,9 @@ function test_errno_matrix(nrMemslots: number): void {
     row('userspace_addr (memfd offset) 0x800 is not page aligned', 2, 0, 0x100000n, K64, mem, 0x800n, EINVAL, /offset/),
     row('no memfd attached', 2, 0, 0x100000n, K64, -1, 0n, EINVAL, /memfd/),
     row('memfd offset + memory_size beyond the memfd', 2, 0, 0x100000n, 0x20000n, mem, 0xf0000n, EINVAL, /exceeds/),
+    row('a regular file instead of a memfd', 2, 0, 0x100000n, K64, file, 0n, EINVAL, /must be a memfd/),
+    row('a memfd that cannot be sealed against shrinking (F_SEAL_SEAL set)', 2, 0, 0x100000n, K64, unsealable, 0n, EINVAL, /sealed/),
+    row('a read-only open of the memfd for a slot without KVM_MEM_READONLY', 2, 0, 0x100000n, K64, readOnly, 0n, EINVAL, /read-only/),
     row(`slot id KVM_CAP_NR_MEMSLOTS (${nrMemslots})`, nrMemslots, 0, 0x100000n, K64, mem, 0n, EINVAL),
     row('slot id 0xffff', 0xffff, 0, 0x100000n, K64, mem, 0n, EINVAL),
     row('as_id 1 (slot 0x10002): one address space only (KVM_CAP_MULTI_ADDRESS_SPACE is 0 on the measured host)', 0x10002, 0, 0x100000n, K64, mem, 0n, EINVAL),
@@ -136,6 +148,7 @@ function test_errno_matrix(nrMemslots: number): void {
     row('create slot 3 anew where slot 3 was', 3, 0, 0x200000n, 0x2000n, mem, 3n * K64, 0),
     row('create slot 4 on the same memfd pages as slot 0 (aliasing is allowed)', 4, 0, 0x300000n, K64, mem, 0n, 0),
     row('create a KVM_MEM_READONLY slot', 5, KVM_MEM_READONLY, 0x400000n, K64, other, 0n, 0),
+    row('create a KVM_MEM_READONLY slot from a read-only open of the (sealed) memfd', 6, KVM_MEM_READONLY, 0x600000n, K64, readOnly, 0n, 0),
     row(`create slot id KVM_CAP_NR_MEMSLOTS - 1 (${nrMemslots - 1})`, nrMemslots - 1, 0, 0x500000n, K64, other, K64, 0),
   ];
   for (const r of rows) {
@@ -147,8 +160,27 @@ function test_errno_matrix(nrMemslots: number): void {
 
   const short = __vm_ioctl(vm, KVM_SET_USER_MEMORY_REGION, Buffer.alloc(16), [mem]);
   ksft_test_result(short.ret === -1 && short.errno === EFAULT, `a 16-byte struct kvm_userspace_memory_region faults: EFAULT (got ${errnoName(short.errno)})`);
+  // The model sealed the memfds it accepted: nobody who holds them (a device task, the VMM) can
+  // shrink guest RAM under the vCPUs any more.
+  let truncated = 'succeeded';
+  try {
+    fs.ftruncateSync(mem, 0);
+  } catch (e) {
+    truncated = (e as NodeJS.ErrnoException).code ?? 'failed';
+  }
+  ksft_test_result(truncated === 'EPERM', `ftruncate of a slot's memfd to 0 fails with EPERM once KVM holds it (${truncated})`);
   kvm_vm_free(vm);
-  [mem, other, huge].forEach(closeQuietly);
+  [mem, other, huge, file, unsealable, readOnly].forEach(closeQuietly);
+}
+
+/** A temporary regular file of `size` bytes, already unlinked: only its fd remains. */
+function tempFile(size: number): number {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'set_memory_region_test-'));
+  const name = path.join(dir, 'ram');
+  const fd = fs.openSync(name, 'w+');
+  fs.ftruncateSync(fd, size);
+  fs.rmSync(dir, { recursive: true });
+  return fd;
 }
 
 /** test_add_max_memory_regions: KVM_CAP_NR_MEMSLOTS slots of 2 MiB from one memfd, then one more. */
@@ -297,7 +329,7 @@ function main(): void {
   ksft_print_header();
   const nrMemslots = kvm_check_cap(KVM_CAP_NR_MEMSLOTS);
   TEST_ASSERT(nrMemslots > 0, 'KVM_CAP_NR_MEMSLOTS should be greater than 0');
-  ksft_set_plan(44 + 2 + 5 + 3);
+  ksft_set_plan(49 + 2 + 5 + 3);
   test_errno_matrix(nrMemslots);
   test_add_max_memory_regions(nrMemslots);
   test_move_memory_region();

@@ -1,0 +1,55 @@
+// The contract between the kernel-model's main thread (VM, VcpuHandle) and a vCPU worker thread: what
+// the worker is started with, the updates it is sent, and the words both sides share.
+//
+// Nothing here is visible to the VMM: the kvm_run page it maps holds only what struct kvm_run defines
+// plus its own kick request, so no value a VMM writes there can steer the kernel-model.
+
+import type { MessagePort } from 'worker_threads';
+import { closeQuietly } from '../proto/os';
+import type { MemslotDesc } from './guest-memory';
+import type { DeviceDesc } from './worker-devices';
+
+export interface VcpuWorkerData {
+  vcpuId: number;
+  sock: number;
+  runFd: number;
+  port: MessagePort;
+  /** Words shared with the VcpuHandle (SYNC). */
+  sync: Int32Array;
+}
+
+export interface VcpuConfig {
+  /** Wire layout of ioregionfd commands: 'v3' (default) or 'v1'. */
+  wire: 'v3' | 'v1';
+  /** Report ioregionfd failures as KVM_EXIT_IOREGIONFD_FAILURE instead of falling back to MMIO/IO exits. */
+  failureExit: boolean;
+  irqchip: boolean;
+}
+
+/**
+ * Messages from the VM (main thread); fds in them were dup'ed for this thread and are owned by it once
+ * it applied the message (it acknowledges `seq`).
+ */
+export type VcpuUpdate = { seq?: number } & (
+  | { type: 'memslots'; slots: MemslotDesc[]; fds: [number, number][]; gen: number }
+  | { type: 'devices'; add: DeviceDesc[]; remove: number[] }
+  | { type: 'config'; config: Partial<VcpuConfig> }
+  | { type: 'shared'; name: string; buffer: SharedArrayBuffer });
+
+/** Close the fds of an update nobody will apply. */
+export function releaseUpdate(u: VcpuUpdate): void {
+  if (u.type === 'memslots') u.fds.forEach(([, fd]) => closeQuietly(fd));
+  else if (u.type === 'devices') u.add.forEach((d) => d.fds.forEach(closeQuietly));
+}
+
+/**
+ * Int32 words shared between a vCPU thread and its handle: the memslot generation the thread applied
+ * last; whether it is blocked outside guest code (1) or may be using guest memory (0); its kernel
+ * thread id; whether it sits in a wakeable blocking syscall (BLOCKED_*); the last update it applied.
+ */
+export const SYNC = { applied: 0, quiescent: 1, tid: 2, blocked: 3, acked: 4 } as const;
+export const SYNC_WORDS = 5;
+/** Blocked waiting for a device or room to send: a kick or destruction must wake it. */
+export const BLOCKED_IO = 1;
+/** Halted (hlt with an irqchip): interrupts and updates wake it too. */
+export const BLOCKED_HLT = 2;
