@@ -4,19 +4,37 @@
 import { ENOSPC, EOPNOTSUPP } from '../proto/errno';
 import { NR_IOBUS_DEVS } from '../proto/kvm-uapi';
 
+/** The buses a device can sit on: x86's MMIO and PIO buses, and KVM_FAST_MMIO_BUS (exact-address writes). */
+export type BusName = 'mmio' | 'pio' | 'fast_mmio';
+
 /** Result slot for reads, reused so the hot path allocates nothing. */
 export interface ReadResult {
   value: bigint;
 }
 
+/** What a device reports about an access it failed (KVM_EXIT_IOREGIONFD_FAILURE carries it). */
+export interface IoFailure {
+  errno: number;
+  addr: bigint;
+  len: number;
+  isWrite: boolean;
+  isPio: boolean;
+  /** The write's data (0 for reads). */
+  data: bigint;
+  userData: bigint;
+}
+
 /**
- * A device on the bus. Return 0 when handled, EOPNOTSUPP when the access is not this device's (the
- * bus tries the next one), any other errno when it failed: the bus stops there (RFC v2+ behaviour),
- * or DEVICE_GONE when the device was removed under an interrupted access.
+ * The outcome of one access offered to a device: 0 handled, EOPNOTSUPP not this device's (the bus
+ * tries the next one), DEVICE_GONE, or a failure: the bus stops there (RFC v2+ behaviour) and the
+ * CPU falls back to an exit, or reports the failure (a bare errno when a device has no detail).
  */
+export type AccessResult = number | IoFailure;
+
+/** A device on the bus; see AccessResult. Guest-facing: never throws. */
 export interface IoDevice {
-  write(addr: bigint, len: number, value: bigint): number;
-  read(addr: bigint, len: number, out: ReadResult): number;
+  write(addr: bigint, len: number, value: bigint): AccessResult;
+  read(addr: bigint, len: number, out: ReadResult): AccessResult;
 }
 
 /**
@@ -103,8 +121,8 @@ export class IoBus<D> {
   }
 }
 
-/** Offer a write to every matching device in order: 0 handled, EOPNOTSUPP nobody took it, else that errno. */
-export function busWrite(bus: IoBus<IoDevice>, addr: bigint, len: number, value: bigint): number {
+/** Offer a write to every matching device in order: 0 handled, EOPNOTSUPP nobody took it, else that outcome. */
+export function busWrite(bus: IoBus<IoDevice>, addr: bigint, len: number, value: bigint): AccessResult {
   const r = bus.ranges;
   for (let i = bus.firstIndex(addr, len); i >= 0 && i < r.length && ioBusCmp(addr, len, r[i].addr, r[i].len) === 0; i++) {
     const e = r[i].dev.write(addr, len, value);
@@ -114,7 +132,7 @@ export function busWrite(bus: IoBus<IoDevice>, addr: bigint, len: number, value:
 }
 
 /** As busWrite, for reads; the value lands in `out`. */
-export function busRead(bus: IoBus<IoDevice>, addr: bigint, len: number, out: ReadResult): number {
+export function busRead(bus: IoBus<IoDevice>, addr: bigint, len: number, out: ReadResult): AccessResult {
   const r = bus.ranges;
   for (let i = bus.firstIndex(addr, len); i >= 0 && i < r.length && ioBusCmp(addr, len, r[i].addr, r[i].len) === 0; i++) {
     const e = r[i].dev.read(addr, len, out);

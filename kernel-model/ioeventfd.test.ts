@@ -10,10 +10,12 @@ import {
   KVM_IOEVENTFD_FLAG_VIRTIO_CCW_NOTIFY,
 } from '../proto/kvm-uapi';
 import { closeQuietly, dup, EFD_NONBLOCK, eventfd, eventfdRead, isOpen, pipe } from '../proto/os';
-import { busFromFlags, ioeventfd, ioeventfdCollides, ioeventfdDevice, Ioeventfd, rangesOverlap } from './ioeventfd';
+import type { BusName } from './io-bus';
+import { busFromFlags, ioeventfd, ioeventfdCollides, Ioeventfd, rangesOverlap } from './ioeventfd';
+import { ioeventfdDevice, IoeventfdFields } from './ioeventfd-device';
 import { IoctlFailure, ReceivedFds } from './server';
 import type { Vm } from './vm';
-import type { BusName, DeviceDesc, DeviceFields } from './worker-devices';
+import type { DeviceDesc, DeviceFields } from './worker-devices';
 
 const DM = KVM_IOEVENTFD_FLAG_DATAMATCH;
 
@@ -160,7 +162,10 @@ test('assign: len 0 on MMIO adds a fast-MMIO twin; if that bus is full the MMIO 
 
 test('assign: an ioregion sharing a byte on the same bus is EEXIST (len 0 spans 8 bytes)', (t) => {
   const vm = new FakeVm();
-  vm.addDevice({ kind: 'ioregion', bus: 'mmio', addr: 0x100n, len: 0x10n }, []);
+  vm.addDevice({
+    kind: 'ioregion', bus: 'mmio', addr: 0x100n, len: 0x10n, size: 0x10n, userData: 0n, posted: false, pio: false,
+    readTransport: 'seqpacket', writeTransport: 'seqpacket', context: -1, statSlot: 0,
+  }, []);
   t.is(call(vm, { addr: 0x10cn, len: 4, fd: arrived() }), EEXIST);
   t.is(call(vm, { addr: 0xf9n, len: 0, fd: arrived() }), EEXIST);
   t.is(call(vm, { addr: 0xf8n, len: 0, fd: arrived() }), 0);
@@ -185,9 +190,9 @@ test('deassign: exact match with the same eventfd; len 0 also drops the twin; ot
 
 // ---- the vCPU thread's device ----------------------------------------------------------------------
 
-function device(over: Partial<DeviceDesc>) {
+function device(over: Partial<DeviceDesc & IoeventfdFields>) {
   const fd = eventfd(0, EFD_NONBLOCK);
-  const desc = { key: 1, kind: 'ioeventfd', bus: 'mmio', addr: 0x1000n, len: 4, wildcard: true, datamatch: 0n, fds: [fd], ...over } as DeviceDesc;
+  const desc: DeviceDesc & IoeventfdFields = { key: 1, kind: 'ioeventfd', bus: 'mmio', addr: 0x1000n, len: 4n, wildcard: true, datamatch: 0n, fds: [fd], ...over };
   return { fd, d: ioeventfdDevice({ ...desc, fds: [fd] }) };
 }
 
@@ -202,7 +207,7 @@ test('device: an exact hit signals 1 and is handled; address or size mismatches 
 });
 
 test('device: len 0 takes any size at its address (the fast-MMIO probe has size 0)', (t) => {
-  const { fd, d } = device({ len: 0 });
+  const { fd, d } = device({ len: 0n });
   for (const size of [0, 1, 2, 4, 8]) t.is(d.dev.write(0x1000n, size, 0n), 0);
   t.is(d.dev.write(0x1004n, 4, 0n), EOPNOTSUPP);
   t.is(eventfdRead(fd), 5n);
@@ -210,18 +215,18 @@ test('device: len 0 takes any size at its address (the fast-MMIO probe has size 
 });
 
 test('device: DATAMATCH compares the access value as an unsigned value of its size', (t) => {
-  const { fd, d } = device({ len: 2, wildcard: false, datamatch: 0xbeefn });
+  const { fd, d } = device({ len: 2n, wildcard: false, datamatch: 0xbeefn });
   t.is(d.dev.write(0x1000n, 2, 0xbeefn), 0);
   t.is(d.dev.write(0x1000n, 2, 0xbeeen), EOPNOTSUPP);
   t.is(eventfdRead(fd), 1n);
   d.close();
-  const big = device({ len: 1, wildcard: false, datamatch: 0x101n });
+  const big = device({ len: 1n, wildcard: false, datamatch: 0x101n });
   t.is(big.d.dev.write(0x1000n, 1, 0x01n), EOPNOTSUPP, 'a datamatch wider than the access never matches');
   big.d.close();
 });
 
 test('device: reads are never handled', (t) => {
-  const { fd, d } = device({ len: 0 });
+  const { fd, d } = device({ len: 0n });
   t.is(d.dev.read(0x1000n, 4, { value: 0n }), EOPNOTSUPP);
   t.is(eventfdRead(fd), undefined);
   d.close();

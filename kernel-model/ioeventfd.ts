@@ -6,18 +6,17 @@
 // s390 notify bus, which nothing dispatches on x86: such entries are kept for collisions and
 // deassign only (measured on a real /dev/kvm: accepted, EEXIST on a duplicate, deassign works).
 
-import { EEXIST, EINVAL, ENOENT, ENOSPC, EOPNOTSUPP } from '../proto/errno';
+import { EEXIST, EINVAL, ENOENT, ENOSPC } from '../proto/errno';
 import {
   IOEVENTFD, KVM_CAP_IOEVENTFD, KVM_CAP_IOEVENTFD_ANY_LENGTH, KVM_CAP_IOEVENTFD_NO_LENGTH, KVM_IOEVENTFD,
   KVM_IOEVENTFD_FLAG_DATAMATCH, KVM_IOEVENTFD_FLAG_DEASSIGN, KVM_IOEVENTFD_FLAG_PIO,
   KVM_IOEVENTFD_FLAG_VIRTIO_CCW_NOTIFY, KVM_IOEVENTFD_VALID_FLAG_MASK,
 } from '../proto/kvm-uapi';
-import { closeQuietly, dup, fdKind, sameFile, writeRaw } from '../proto/os';
-import type { IoDevice, ReadResult } from './io-bus';
+import { closeQuietly, dup, fdKind, sameFile } from '../proto/os';
+import type { BusName } from './io-bus';
 import type { KvmFeature } from './kvm';
 import { fail, ReceivedFds, Reply } from './server';
 import type { Vm } from './vm';
-import type { BusName, DeviceDesc, WorkerDevice } from './worker-devices';
 
 /** enum kvm_bus as far as ioeventfds go: the dispatching buses plus s390's notify bus. */
 export type IoeventfdBus = BusName | 'ccw';
@@ -189,7 +188,7 @@ function register(vm: Vm, p: Ioeventfd, fd: number): Entry {
     const span = p.len ? BigInt(p.len) : ZERO_LENGTH_SPAN;
     for (const d of vm.devices.values()) {
       if (d.desc.kind !== 'ioregion' || d.desc.bus !== p.bus) continue;
-      const size = BigInt(d.desc.len as number | bigint) || ZERO_LENGTH_SPAN;
+      const size = d.desc.len || ZERO_LENGTH_SPAN;
       if (rangesOverlap(p.addr, span, d.desc.addr, size)) {
         throw fail(EEXIST, `${p.bus} ${hex(p.addr)} len ${p.len} overlaps the ioregion at ${hex(d.desc.addr)} size ${hex(size)}`);
       }
@@ -198,7 +197,7 @@ function register(vm: Vm, p: Ioeventfd, fd: number): Entry {
   let key: number | undefined;
   if (p.bus !== 'ccw') {
     if (vm.busFull(p.bus)) throw fail(ENOSPC, `the ${p.bus} bus is full (NR_IOBUS_DEVS devices that are not ioeventfds)`);
-    key = vm.addDevice({ kind: 'ioeventfd', bus: p.bus, addr: p.addr, len: p.len, wildcard: p.wildcard, datamatch: p.datamatch }, [fd]);
+    key = vm.addDevice({ kind: 'ioeventfd', bus: p.bus, addr: p.addr, len: BigInt(p.len), wildcard: p.wildcard, datamatch: p.datamatch }, [fd]);
   }
   const entry: Entry = { ...p, fd, key };
   reg.add(entry);
@@ -249,38 +248,3 @@ export const ioeventfd: KvmFeature = {
   ioctls: { [KVM_IOEVENTFD]: (vm, req, fds) => ioeventfdIoctl(vm, req.data, fds) },
   destroy,
 };
-
-// ---- the vCPU thread's device ------------------------------------------------------------------
-
-const ONE = new Uint8Array(new BigUint64Array([1n]).buffer);
-
-/**
- * ioeventfd_write: only a write at exactly the registered address; len 0 takes any size, otherwise
- * the size must match and, with DATAMATCH, the value (as a u8/u16/u32/u64) must equal datamatch.
- * A hit adds 1 to the eventfd (eventfd_signal never blocks, so neither does this write). There is
- * no read handler: reads always go on down the bus.
- */
-export function ioeventfdDevice(desc: DeviceDesc): WorkerDevice {
-  const addr = desc.addr;
-  const len = Number(desc.len);
-  const wildcard = desc.wildcard as boolean;
-  const datamatch = desc.datamatch as bigint;
-  const mask = len ? (1n << BigInt(8 * len)) - 1n : 0n;
-  const fd = desc.fds[0];
-  const dev: IoDevice = {
-    write(a: bigint, size: number, value: bigint): number {
-      if (a !== addr) return EOPNOTSUPP;
-      if (len) {
-        if (size !== len) return EOPNOTSUPP;
-        if (!wildcard && (value & mask) !== datamatch) return EOPNOTSUPP;
-      }
-      writeRaw(fd, ONE, 8);
-      return 0;
-    },
-    read(_a: bigint, _size: number, _out: ReadResult): number {
-      return EOPNOTSUPP;
-    },
-  };
-  return { bus: desc.bus, dev, close: () => closeQuietly(fd) };
-}
-

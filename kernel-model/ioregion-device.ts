@@ -20,9 +20,9 @@ import {
   decodeResp, encodeCmdFields, IOREGIONFD_CMD_READ, IOREGIONFD_CMD_WRITE, IOREGIONFD_MSG_SIZE, truncateToSize,
 } from '../proto/ioregionfd-wire';
 import { closeQuietly, getStatusFlags, MSG_DONTWAIT, O_NONBLOCK, PollSet, POLLOUT, sendRaw, writeRaw } from '../proto/os';
-import { DEVICE_GONE, IoDevice, ReadResult } from './io-bus';
-import { CONTEXT_BYTES, CONTEXT_WORDS, CTX, IOREGION_SHARED, IoregionFields, MAX_CONTEXTS, STAT, STAT_WORDS } from './ioregionfd';
-import type { VcpuThread } from './vcpu-thread';
+import { AccessResult, DEVICE_GONE, IoDevice, ReadResult } from './io-bus';
+import { CONTEXT_WORDS, CTX, IOREGION_SHARED, IoregionFields, MAX_CONTEXTS, STAT, statCounters } from './ioregionfd-shared';
+import type { VcpuPort } from './vcpu-port';
 import type { DeviceDesc, WorkerDevice } from './worker-devices';
 
 const LOCK_POLL_MS = 5;
@@ -44,25 +44,26 @@ class IoregionDevice implements IoDevice {
   private busy = false;
   private removed = false;
 
-  constructor(desc: DeviceDesc, private readonly vcpu: VcpuThread) {
-    this.f = desc as unknown as IoregionFields;
+  constructor(desc: DeviceDesc & IoregionFields, private readonly vcpu: VcpuPort) {
+    this.f = desc;
     this.addr = desc.addr;
     this.writeFd = desc.fds[desc.fds.length - 1];
     this.readFd = desc.fds.length > 1 ? desc.fds[0] : -1;
-    const shared = vcpu.shared.get(IOREGION_SHARED);
+    // The VM creates the block before its first region and sends it ahead of any device update.
+    const shared = vcpu.shared(IOREGION_SHARED);
     if (!shared) throw new Error('ioregionfd shared memory missing');
     this.lockWords = new Int32Array(shared, 0, MAX_CONTEXTS * CONTEXT_WORDS);
-    this.stats = new BigInt64Array(shared, CONTEXT_BYTES + this.f.statSlot * STAT_WORDS * 8, STAT_WORDS);
+    this.stats = statCounters(shared, this.f.statSlot);
   }
 
-  write(addr: bigint, len: number, value: bigint): number {
+  write(addr: bigint, len: number, value: bigint): AccessResult {
     // len 0 is the FAST_MMIO probe: only the twin on the fast bus answers it, with no size and no data.
     if (len === 0) return this.f.twinOf === undefined ? EOPNOTSUPP : this.transact(IOREGIONFD_CMD_WRITE, addr, 0, 0n, false);
     if (len !== 1 && len !== 2 && len !== 4 && len !== 8) return EOPNOTSUPP;
     return this.transact(IOREGIONFD_CMD_WRITE, addr, len, value, !this.f.posted);
   }
 
-  read(addr: bigint, len: number, out: ReadResult): number {
+  read(addr: bigint, len: number, out: ReadResult): AccessResult {
     // A size-0 region is a write-only doorbell (the RFC's READ-without-reply defect is not modelled).
     if (this.f.size === 0n || (len !== 1 && len !== 2 && len !== 4 && len !== 8)) return EOPNOTSUPP;
     const e = this.transact(IOREGIONFD_CMD_READ, addr, len, 0n, true);
@@ -70,7 +71,7 @@ class IoregionDevice implements IoDevice {
     return e;
   }
 
-  private transact(cmd: number, addr: bigint, len: number, value: bigint, resp: boolean): number {
+  private transact(cmd: number, addr: bigint, len: number, value: bigint, resp: boolean): AccessResult {
     this.busy = true;
     try {
       if (this.f.context >= 0) this.lock();
@@ -84,9 +85,7 @@ class IoregionDevice implements IoDevice {
       } else if (e !== DEVICE_GONE) {
         Atomics.add(this.stats, STAT.failures, 1n);
         Atomics.store(this.stats, STAT.lastErrno, BigInt(e));
-        this.vcpu.ioFailure = {
-          addr, len, isWrite: cmd === IOREGIONFD_CMD_WRITE, isPio: this.f.pio, data: value, userData: this.f.userData, errno: e,
-        };
+        return { errno: e, addr, len, isWrite: cmd === IOREGIONFD_CMD_WRITE, isPio: this.f.pio, data: value, userData: this.f.userData };
       }
       return e;
     } finally {
@@ -250,7 +249,7 @@ class IoregionDevice implements IoDevice {
   }
 }
 
-export function createIoregionDevice(desc: DeviceDesc, vcpu: VcpuThread): WorkerDevice {
+export function createIoregionDevice(desc: DeviceDesc & IoregionFields, vcpu: VcpuPort): WorkerDevice {
   const dev = new IoregionDevice(desc, vcpu);
   return { bus: desc.bus, dev, close: () => dev.close() };
 }

@@ -12,45 +12,15 @@ import { closeQuietly, dup, fdKind, sameFile, socketType } from '../proto/os';
 import type { KvmFeature } from './kvm';
 import { fail, isControlSocket, ReceivedFds, Reply } from './server';
 import type { Vm, VmDevice } from './vm';
-import type { BusName } from './worker-devices';
+import type { DeviceInfo } from './worker-devices';
+import type { BusName } from './io-bus';
+import {
+  CONTEXT_WORDS, CTX, FdTransport, IOREGION_SHARED, IoregionFields, MAX_CONTEXTS, MAX_STAT_SLOTS, SHARED_BYTES, STAT, statCounters,
+} from './ioregionfd-shared';
 
 const U64_MAX = (1n << 64n) - 1n;
 /** A zero-length ioeventfd or size-0 ioregion occupies 8 bytes for overlap purposes (RFC v3). */
 const ZERO_LENGTH_FOOTPRINT = 8n;
-
-/** Layout of the VM's 'ioregionfd' shared buffer. */
-export const IOREGION_SHARED = 'ioregionfd';
-/**
- * Serialization contexts: Int32 words per context: the next ticket, the ticket now served (a FIFO
- * ticket lock), and replies still owed for commands of regions deassigned mid-access ("orphans").
- */
-export const MAX_CONTEXTS = 4096;
-export const CONTEXT_WORDS = 3;
-export const CTX = { next: 0, serving: 1, orphans: 2 } as const;
-/** Per-region counters: BigInt64 x STAT_WORDS per stats slot, after the locks. */
-export const MAX_STAT_SLOTS = 4096;
-export const STAT = { reads: 0, writes: 1, posted: 2, failures: 3, lastErrno: 4, interrupted: 5 } as const;
-export const STAT_WORDS = 6;
-export const CONTEXT_BYTES = MAX_CONTEXTS * CONTEXT_WORDS * 4;
-export const SHARED_BYTES = CONTEXT_BYTES + MAX_STAT_SLOTS * STAT_WORDS * 8;
-
-/** How the data plane talks to one fd. */
-export type FdTransport = 'seqpacket' | 'stream' | 'pipe';
-
-/** Kind-specific fields of an 'ioregion' device description (fds[0] = read fd, fds[1] = write fd). */
-export interface IoregionFields {
-  size: bigint;
-  userData: bigint;
-  posted: boolean;
-  pio: boolean;
-  readTransport: FdTransport;
-  writeTransport: FdTransport;
-  /** Serialization context (ticket lock index), -1 for size-0 regions (never serialized). */
-  context: number;
-  statSlot: number;
-  /** For a size-0 MMIO region: the key of its primary MMIO-bus entry (this is the FAST_MMIO twin). */
-  twinOf?: number;
-}
 
 interface Context {
   /** The context's own reference to the read file, so identity checks never meet a closed or reused number. */
@@ -95,7 +65,7 @@ export function overlapping(vm: Vm, bus: BusName, addr: bigint, len: bigint): Vm
   const [s, e] = footprint(addr, len);
   for (const d of vm.devicesOn(bus)) {
     if (d.desc.kind !== 'ioregion' && d.desc.kind !== 'ioeventfd') continue;
-    const [ds, de] = footprint(d.desc.addr, BigInt(d.desc.len));
+    const [ds, de] = footprint(d.desc.addr, d.desc.len);
     if (s < de && ds < e) return d;
   }
   return undefined;
@@ -128,13 +98,20 @@ function allocStatSlot(st: IoregionState): number {
   if (i < 0) i = st.statSlots.length;
   if (i >= MAX_STAT_SLOTS) throw fail(ENOSPC, `more than ${MAX_STAT_SLOTS} ioregions`);
   st.statSlots[i] = -1;
-  new BigInt64Array(st.shared, CONTEXT_BYTES + i * STAT_WORDS * 8, STAT_WORDS).fill(0n);
+  statCounters(st.shared, i).fill(0n);
   return i;
 }
 
-function release(vm: Vm, d: VmDevice): void {
+/** A device of the VM that is an ioregion (or its FAST_MMIO twin). */
+type RegionDevice = VmDevice & { desc: Extract<DeviceInfo, { kind: 'ioregion' }> };
+
+function isRegion(d: VmDevice): d is RegionDevice {
+  return d.desc.kind === 'ioregion';
+}
+
+function release(vm: Vm, d: RegionDevice): void {
   const st = state(vm);
-  const f = d.desc as unknown as IoregionFields;
+  const f = d.desc;
   if (f.context >= 0) {
     const c = st.contexts[f.context];
     if (c && --c.users === 0) {
@@ -190,14 +167,14 @@ function setIoregion(vm: Vm, data: Buffer, fds: ReceivedFds): Reply {
       throw e;
     }
     const fields: IoregionFields = {
-      size, userData, posted: (flags & KVM_IOREGION_POSTED_WRITES) !== 0, pio: bus === 'pio',
+      kind: 'ioregion', size, userData, posted: (flags & KVM_IOREGION_POSTED_WRITES) !== 0, pio: bus === 'pio',
       readTransport, writeTransport, context, statSlot,
     };
     // The FAST_MMIO twin gets its own reference to the write fd (taken before the VM owns anything).
     const twinFd = twin ? dup(writeFd) : -1;
-    const key = vm.addDevice({ kind: 'ioregion', bus, addr: paddr, len: size, ...fields }, readFd >= 0 ? [readFd, writeFd] : [writeFd]);
+    const key = vm.addDevice({ bus, addr: paddr, len: size, ...fields }, readFd >= 0 ? [readFd, writeFd] : [writeFd]);
     st.statSlots[statSlot] = key;
-    if (twin) vm.addDevice({ kind: 'ioregion', bus: 'fast_mmio', addr: paddr, len: 0n, ...fields, twinOf: key }, [twinFd]);
+    if (twin) vm.addDevice({ bus: 'fast_mmio', addr: paddr, len: 0n, ...fields, twinOf: key }, [twinFd]);
     readFd = -1;
     return { ret: 0 };
   } catch (e) {
@@ -209,9 +186,9 @@ function setIoregion(vm: Vm, data: Buffer, fds: ReceivedFds): Reply {
 
 /** Deassign by exact (guest_paddr, memory_size) on the bus; a size-0 MMIO region takes its twin along. */
 function deassign(vm: Vm, bus: BusName, paddr: bigint, size: bigint): Reply {
-  const d = vm.devicesOn(bus).find((x) => x.desc.kind === 'ioregion' && x.desc.addr === paddr && (x.desc as unknown as IoregionFields).size === size);
+  const d = vm.devicesOn(bus).filter(isRegion).find((x) => x.desc.addr === paddr && x.desc.size === size);
   if (!d) throw fail(ENOENT, `no ioregion at exactly [0x${paddr.toString(16)}, +0x${size.toString(16)}) on the ${bus.toUpperCase()} bus`);
-  const twin = vm.devicesOn('fast_mmio').find((x) => (x.desc as unknown as IoregionFields).twinOf === d.desc.key);
+  const twin = vm.devicesOn('fast_mmio').filter(isRegion).find((x) => x.desc.twinOf === d.desc.key);
   if (twin) release(vm, twin);
   release(vm, d);
   return { ret: 0 };
@@ -221,10 +198,11 @@ function deassign(vm: Vm, bus: BusName, paddr: bigint, size: bigint): Reply {
 function stats(vm: Vm): Reply {
   const st = state(vm);
   const regions = [...vm.devices.values()]
-    .filter((d) => d.desc.kind === 'ioregion' && (d.desc as unknown as IoregionFields).twinOf === undefined)
+    .filter(isRegion)
+    .filter((d) => d.desc.twinOf === undefined)
     .map((d) => {
-      const f = d.desc as unknown as IoregionFields;
-      const c = new BigInt64Array(st.shared, CONTEXT_BYTES + f.statSlot * STAT_WORDS * 8, STAT_WORDS);
+      const f = d.desc;
+      const c = statCounters(st.shared, f.statSlot);
       const v = (i: number) => Atomics.load(c, i).toString();
       return {
         guestPaddr: d.desc.addr.toString(), memorySize: f.size.toString(), pio: f.pio, userData: f.userData.toString(),

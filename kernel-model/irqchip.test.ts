@@ -3,10 +3,9 @@
 // (waking the target vCPU, hearing EOIs of resampled GSIs).
 
 import test from 'ava';
-import { EMU_ATTN_IRQ } from '../proto/kvm-uapi';
-import {
-  InterruptibleCpu, Irqchip, LocalApic, newIrqchipState, NR_GSIS, setLine, SOURCE_RESAMPLE, SOURCE_USER,
-} from './irqchip';
+import { Irqchip } from './irqchip';
+import { InterruptibleCpu, LocalApic, newIrqchipState, NR_GSIS, setLine, SOURCE_RESAMPLE, SOURCE_USER } from './irqchip-state';
+import { ATTN_IRQ } from './vcpu-contract';
 import type { Vm } from './vm';
 
 /** A vCPU with handlers that log "gsi" and may run extra code. */
@@ -145,7 +144,7 @@ test('Irqchip.setIrq wakes the first vCPU created, only on a rising edge, and no
   chip.setIrq(5, SOURCE_USER, true);
   chip.setIrq(5, SOURCE_USER, true);
   chip.setIrq(5, SOURCE_USER, false);
-  t.deepEqual(signals, [[2, EMU_ATTN_IRQ]]);
+  t.deepEqual(signals, [[2, ATTN_IRQ]]);
   t.is(new LocalApic(state).pending(2), 1 << 5);
   (vm as unknown as { destroying: boolean }).destroying = true;
   chip.setIrq(6, SOURCE_USER, true);

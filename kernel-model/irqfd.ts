@@ -16,7 +16,8 @@ import {
 } from '../proto/kvm-uapi';
 import { closeQuietly, dup, eventfdRead, getStatusFlags, O_NONBLOCK, PollSet, POLLIN, sameFile, setNonBlocking, writeRaw } from '../proto/os';
 import { takeEventfd } from './ioeventfd';
-import { Irqchip, irqchipOf, SOURCE_RESAMPLE, SOURCE_USER } from './irqchip';
+import { Irqchip, irqchipOf } from './irqchip';
+import { SOURCE_RESAMPLE, SOURCE_USER } from './irqchip-state';
 import type { KvmFeature } from './kvm';
 import { fail, ReceivedFds, Reply } from './server';
 import type { Vm } from './vm';

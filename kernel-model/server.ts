@@ -1,10 +1,10 @@
 // Serves ioctls arriving on a control socket (system or VM fd) from the kernel-model's main thread.
 
 import koffi from 'koffi';
-import { decodeRequest, encodeReply, IoctlRequest } from '../proto/control';
-import { E2BIG, EBADF, EINVAL, EIO } from '../proto/errno';
+import { decodeRequest, encodeReply, IoctlRequest, REPLY_TRUNCATED } from '../proto/control';
+import { EBADF, EINVAL, EIO } from '../proto/errno';
 import {
-  abstractName, bindAbstract, closeQuietly, dup, MAX_MESSAGE, MSG_DONTWAIT, ReceivedMessage, receiveMessage, SCM_MAX_FD, sendMessage, socketpair,
+  abstractName, bindAbstract, closeQuietly, dup, MSG_DONTWAIT, ReceivedMessage, receiveMessage, sendMessage, socketpair,
 } from '../proto/os';
 
 /** Abstract-namespace prefix of the kernel-model's end of every control socket (system, VM, vCPU fd). */
@@ -96,11 +96,6 @@ export class ReceivedFds {
 }
 
 export type Handler = (req: IoctlRequest, fds: ReceivedFds) => Reply;
-
-/** The answer to a control message that did not fit: the kernel's errno for an argument too big. */
-export const REPLY_TRUNCATED = encodeReply({
-  ret: -1, errno: E2BIG, detail: `ioctl message over ${MAX_MESSAGE} bytes or ${SCM_MAX_FD} fds (discarded)`,
-});
 
 /**
  * Run one handler on a received control message and turn its outcome into a reply; never throws.

@@ -45,11 +45,27 @@ export function releaseUpdate(u: VcpuUpdate): void {
 /**
  * Int32 words shared between a vCPU thread and its handle: the memslot generation the thread applied
  * last; whether it is blocked outside guest code (1) or may be using guest memory (0); its kernel
- * thread id; whether it sits in a wakeable blocking syscall (BLOCKED_*); the last update it applied.
+ * thread id; whether it sits in a wakeable blocking syscall (BLOCKED_*); the last update it applied;
+ * and the attention word (ATTN_*), which the thread looks at in every instruction boundary.
  */
-export const SYNC = { applied: 0, quiescent: 1, tid: 2, blocked: 3, acked: 4 } as const;
-export const SYNC_WORDS = 5;
+export const SYNC = { applied: 0, quiescent: 1, tid: 2, blocked: 3, acked: 4, attn: 5 } as const;
+export const SYNC_WORDS = 6;
+
+/**
+ * Attention bits: why the thread must leave guest code or its blocking syscall. A VMM's kick is not
+ * among them: it is the VMM's own request word in kvm_run (EMU_ATTN_KICK at RUN.emu_kick), of which
+ * the kernel-model reads and clears that one bit only.
+ */
+export const ATTN_STOP = 1 << 1;
+export const ATTN_UPDATE = 1 << 2;
+export const ATTN_IRQ = 1 << 3;
+
 /** Blocked waiting for a device or room to send: a kick or destruction must wake it. */
 export const BLOCKED_IO = 1;
 /** Halted (hlt with an irqchip): interrupts and updates wake it too. */
 export const BLOCKED_HLT = 2;
+/**
+ * Waiting for the VMM's next ioctl: updates wake it, so a deassigned region's fds are released at
+ * once (the device task sees EOF) rather than at the next KVM_RUN.
+ */
+export const BLOCKED_IDLE = 3;

@@ -4,23 +4,25 @@
 // stays cheap. Every fd a worker uses is a dup it owns; the handle keeps the originals.
 //
 // Waking a vCPU thread is a signal, as the kernel kicks a vCPU with an IPI: the handle sets bits in
-// the thread's attention word and sends it WAKE_SIGNAL, which makes the blocking syscall it may sit
-// in (a device's reply, room to send, hlt) return EINTR. The VMM's kick arrives on the kick eventfd,
-// which this thread alone reads. A signal can land just before the thread enters its syscall (it
-// checks its attention word first, then blocks), so while the thread is blocked with a wake pending
-// the handle sends it again every WAKE_RETRY_MS.
+// the thread's private attention word and sends it WAKE_SIGNAL, which makes the blocking syscall it
+// may sit in (a device's reply, room to send, hlt) return EINTR. The VMM's kick is its own request
+// bit in kvm_run plus a write of the kick eventfd, which this thread alone reads. A signal can land
+// just before the thread enters its syscall (it checks its attention first, then blocks), so while
+// the thread is blocked with a wake pending the handle sends it again every WAKE_RETRY_MS.
 
-import * as path from 'path';
 import koffi from 'koffi';
-import { MessageChannel, MessagePort, Worker } from 'worker_threads';
-import { EMU_ATTN_IRQ, EMU_ATTN_KICK, EMU_ATTN_STOP, EMU_ATTN_UPDATE, KVM_VCPU_MMAP_SIZE, RUN } from '../proto/kvm-uapi';
+import { MessageChannel, MessagePort } from 'worker_threads';
+import { EMU_ATTN_KICK, KVM_VCPU_MMAP_SIZE, RUN } from '../proto/kvm-uapi';
 import {
-  closeQuietly, dup, EFD_NONBLOCK, eventfd, eventfdRead, mapShared, Mapping, memfd, shutdown, tgkill, unmap, WAKE_SIGNAL,
+  addSeals, closeQuietly, dup, EFD_NONBLOCK, eventfd, eventfdRead, F_SEAL_GROW, F_SEAL_SEAL, F_SEAL_SHRINK, mapShared, Mapping, memfd,
+  shutdown, tgkill, unmap, WAKE_SIGNAL,
 } from '../proto/os';
 import { controlSocketpair } from './server';
-import { BLOCKED_HLT, releaseUpdate, SYNC, SYNC_WORDS, type VcpuUpdate, type VcpuWorkerData } from './vcpu-contract';
+import {
+  ATTN_IRQ, ATTN_STOP, ATTN_UPDATE, BLOCKED_HLT, BLOCKED_IDLE, releaseUpdate, SYNC, SYNC_WORDS, type VcpuUpdate, type VcpuWorkerData,
+} from './vcpu-contract';
+import { PooledVcpu, runVcpu } from './vcpu-pool';
 
-const ATTN_INDEX = RUN.emu_kick / 4;
 const STOP_GRACE_MS = 2000;
 const WAKE_RETRY_MS = 2;
 /** Longest a memslot change waits for a vCPU thread (guest code spinning without a CPU call never yields). */
@@ -34,15 +36,16 @@ export class VcpuHandle {
   private readonly runFd: number;
   readonly kickFd: number;
   private readonly runMap: Mapping;
-  private readonly attn: Int32Array;
-  private worker: Worker | undefined;
+  /** The VMM's kick request word in kvm_run (EMU_ATTN_KICK). */
+  private readonly kickRequest: Int32Array;
+  private worker: PooledVcpu | undefined;
   private port: MessagePort | undefined;
   private watcher: ReturnType<typeof koffi.node.poll> | undefined;
   /** Watches the kick eventfd the VMM writes to signal this vCPU. */
   private kickWatcher: ReturnType<typeof koffi.node.poll> | undefined;
   private wakeRetry: NodeJS.Timeout | undefined;
   private exited: Promise<void> | undefined;
-  /** MEMSLOT_SYNC words; a thread starts quiescent (it runs no guest code before its first KVM_RUN). */
+  /** SYNC words, the attention word among them; a thread starts quiescent (no guest code before KVM_RUN). */
   private readonly sync = new Int32Array(new SharedArrayBuffer(4 * SYNC_WORDS));
   /** Updates posted to the thread and not yet acknowledged: their fds are the handle's to close if it exits. */
   private unacked: VcpuUpdate[] = [];
@@ -57,9 +60,11 @@ export class VcpuHandle {
   ) {
     [this.sock, this.vmmEnd] = controlSocketpair();
     this.runFd = memfd(`kvm-vcpu-${id}`, KVM_VCPU_MMAP_SIZE);
+    // The VMM maps kvm_run too: it may write any byte of it, but never change its size under us.
+    addSeals(this.runFd, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
     this.kickFd = eventfd(0, EFD_NONBLOCK);
     this.runMap = mapShared(this.runFd, KVM_VCPU_MMAP_SIZE);
-    this.attn = new Int32Array(this.runMap.buffer, 0, 1024);
+    this.kickRequest = new Int32Array(this.runMap.buffer, RUN.emu_kick, 1);
     Atomics.store(this.sync, SYNC.quiescent, 1);
   }
 
@@ -92,27 +97,21 @@ export class VcpuHandle {
     const { port1, port2 } = new MessageChannel();
     this.port = port1;
     for (const u of this.initialState()) this.send(u);
-    Atomics.or(this.attn, ATTN_INDEX, EMU_ATTN_UPDATE);
-    const data: VcpuWorkerData & { vcpuThread: true } = {
-      vcpuThread: true, vcpuId: this.id, sock: dup(this.sock), runFd: dup(this.runFd),
-      port: port2, sync: this.sync,
-    };
+    Atomics.or(this.sync, SYNC.attn, ATTN_UPDATE);
+    const data: VcpuWorkerData = { vcpuId: this.id, sock: dup(this.sock), runFd: dup(this.runFd), port: port2, sync: this.sync };
     this.kickWatcher = koffi.node.poll(this.kickFd, { readable: true, writable: false, disconnect: false }, () => {
       eventfdRead(this.kickFd);
       this.wake();
     });
-    const w = new Worker(path.join(__dirname, 'vcpu-thread.js'), { workerData: data, transferList: [port2] });
-    this.worker = w;
-    w.on('error', (e) => {
-      process.stderr.write(`kernel-model: vCPU ${this.id} thread crashed: ${e.stack ?? e}\n`);
+    this.worker = runVcpu(data, (stack) => {
+      process.stderr.write(`kernel-model: vCPU ${this.id} thread crashed: ${stack}\n`);
       // The VMM sees EIO on its next vCPU ioctl instead of waiting forever.
       shutdown(this.sock);
     });
-    this.exited = new Promise((resolve) => w.once('exit', () => {
+    this.exited = this.worker.ended.then(() => {
       this.port = undefined;
       this.releaseUnapplied();
-      resolve();
-    }));
+    });
   }
 
   /** Queue an update for the worker (if running) and flag it; it applies them at its next boundary. */
@@ -124,7 +123,7 @@ export class VcpuHandle {
   postBuilt(u: VcpuUpdate): void {
     if (!this.port) return releaseUpdate(u);
     this.send(u);
-    this.signal(EMU_ATTN_UPDATE);
+    this.signal(ATTN_UPDATE);
   }
 
   /** Whether a worker thread runs this vCPU (updates are sent only then). */
@@ -180,7 +179,7 @@ export class VcpuHandle {
 
   /** Set attention bits and wake the thread if it is blocked (device wait, hlt). */
   signal(bits: number): void {
-    Atomics.or(this.attn, ATTN_INDEX, bits);
+    Atomics.or(this.sync, SYNC.attn, bits);
     this.wake();
   }
 
@@ -188,8 +187,10 @@ export class VcpuHandle {
   private needsWake(): boolean {
     const blocked = Atomics.load(this.sync, SYNC.blocked);
     if (!blocked) return false;
-    const w = Atomics.load(this.attn, ATTN_INDEX);
-    return (w & (EMU_ATTN_KICK | EMU_ATTN_STOP)) !== 0 || (blocked === BLOCKED_HLT && (w & (EMU_ATTN_IRQ | EMU_ATTN_UPDATE)) !== 0);
+    const w = Atomics.load(this.sync, SYNC.attn);
+    const kick = (Atomics.load(this.kickRequest, 0) & EMU_ATTN_KICK) !== 0;
+    if (blocked === BLOCKED_IDLE) return (w & (ATTN_STOP | ATTN_UPDATE)) !== 0;
+    return kick || (w & ATTN_STOP) !== 0 || (blocked === BLOCKED_HLT && (w & (ATTN_IRQ | ATTN_UPDATE)) !== 0);
   }
 
   /** Signal the thread out of its syscall, and again every WAKE_RETRY_MS while that is still needed. */
@@ -217,7 +218,7 @@ export class VcpuHandle {
     this.kickWatcher?.close();
     this.kickWatcher = undefined;
     if (this.worker) {
-      this.signal(EMU_ATTN_STOP);
+      this.signal(ATTN_STOP);
       shutdown(this.sock);
       const timedOut = await Promise.race([
         this.exited!.then(() => false),

@@ -14,7 +14,8 @@ import { adoptBacking, Backing, Memslots, probeMapping } from './memslots';
 import { fail, Handler, ReceivedFds, Reply, SocketServer } from './server';
 import { VcpuHandle } from './vcpu';
 import { releaseUpdate, type VcpuConfig, type VcpuUpdate } from './vcpu-contract';
-import type { BusName, DeviceDesc, DeviceFields, DeviceInfo } from './worker-devices';
+import type { BusName } from './io-bus';
+import type { DeviceDesc, DeviceFields, DeviceInfo } from './worker-devices';
 
 /** A device as the VM keeps it: the description its vCPUs get, and the fds the VM holds for it. */
 export interface VmDevice {

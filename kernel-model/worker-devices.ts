@@ -1,36 +1,31 @@
-// Builds a vCPU thread's own instance of a device registered on the VM (ioeventfd, ioregion, ...).
+// How the VM describes its bus devices (ioeventfd, ioregion) to vCPU threads, and how a vCPU thread
+// builds its own instance of one.
 //
 // The VM validates and keeps the authoritative device list on the main thread; each vCPU thread gets
 // a description with fds dup'ed for it and builds its own IoDevice from it here, so no fd is ever
 // shared between threads and closing one never races with another thread using it.
 
-import type { IoDevice } from './io-bus';
-import { ioeventfdDevice } from './ioeventfd';
+import type { BusName, IoDevice } from './io-bus';
+import { ioeventfdDevice, type IoeventfdFields } from './ioeventfd-device';
 import { createIoregionDevice } from './ioregion-device';
-import type { VcpuThread } from './vcpu-thread';
+import type { IoregionFields } from './ioregionfd-shared';
+import type { VcpuPort } from './vcpu-port';
 
-export type BusName = 'mmio' | 'pio' | 'fast_mmio';
-
-/** What a feature says about a new device. Kind-specific fields ride along. */
-export interface DeviceFields {
-  kind: string;
+/** Where a device sits: a bus, an address and a length (0 = exact-address match; u64, hence bigint). */
+interface Placement {
   bus: BusName;
   addr: bigint;
-  /** Range length; 0 = exact-address match. Regions are u64-sized, hence bigint. */
-  len: number | bigint;
-  [field: string]: unknown;
+  len: bigint;
 }
+
+/** What a feature says about a new device: its placement and its kind's own fields. */
+export type DeviceFields = Placement & (IoregionFields | IoeventfdFields);
 
 /** A registered device (the VM's record of it). */
-export interface DeviceInfo extends DeviceFields {
-  key: number;
-}
+export type DeviceInfo = DeviceFields & { key: number };
 
-/** A device as the VM describes it to one vCPU thread. */
-export interface DeviceDesc extends DeviceInfo {
-  /** fds dup'ed for the receiving thread, which owns them. */
-  fds: number[];
-}
+/** A device as the VM describes it to one vCPU thread, with fds dup'ed for (and owned by) that thread. */
+export type DeviceDesc = DeviceInfo & { fds: number[] };
 
 export interface WorkerDevice {
   bus: BusName;
@@ -39,16 +34,6 @@ export interface WorkerDevice {
   close(): void;
 }
 
-export type WorkerDeviceFactory = (desc: DeviceDesc, vcpu: VcpuThread) => WorkerDevice;
-
-/** One line per device kind. */
-const factories: Record<string, WorkerDeviceFactory> = {
-  ioregion: createIoregionDevice,
-  ioeventfd: ioeventfdDevice,
-};
-
-export function createWorkerDevice(desc: DeviceDesc, vcpu: VcpuThread): WorkerDevice {
-  const f = factories[desc.kind];
-  if (!f) throw new Error(`unknown device kind '${desc.kind}'`);
-  return f(desc, vcpu);
+export function createWorkerDevice(desc: DeviceDesc, port: VcpuPort): WorkerDevice {
+  return desc.kind === 'ioregion' ? createIoregionDevice(desc, port) : ioeventfdDevice(desc);
 }

@@ -101,7 +101,7 @@ test('an ioctl on a socket whose peer is gone fails with EIO, on a closed fd wit
   t.like(ioctlRaw(vmm, KVM_CHECK_EXTENSION, 1), { ret: -1, errno: EBADF });
 });
 
-test('an empty reply message reads as EOF and gives EIO, which is why replies are never empty', (t) => {
+test('an empty reply message is malformed (no ret) and gives EIO, never a success', (t) => {
   const [vmm, model] = socketpair('seqpacket');
   try {
     sendMessage(model, new Uint8Array(0));

@@ -6,7 +6,7 @@ import * as protobuf from 'protobufjs';
 import { E2BIG, EBADF, ECONNRESET, EIO, EMSGSIZE, EPIPE } from './errno';
 import { SyscallError } from './errors';
 import { IOEVENTFD, IOREGION, IRQFD, KVM_IOEVENTFD, KVM_IRQFD, KVM_SET_IOREGION } from './kvm-uapi';
-import { closeQuietly, isOpen, MAX_MESSAGE, receiveMessage, sendMessage } from './os';
+import { closeQuietly, isOpen, MAX_MESSAGE, receiveMessage, SCM_MAX_FD, sendMessage } from './os';
 
 const root = protobuf.loadSync(path.join(__dirname, 'kvm.proto'));
 const IoctlRequestType = root.lookupType('kvm.IoctlRequest');
@@ -70,8 +70,15 @@ export function encodeReply(r: Partial<IoctlReply>): Uint8Array {
   }).finish();
 }
 
+/** The answer to a control message that did not fit: the kernel's errno for an argument too big. */
+export const REPLY_TRUNCATED = encodeReply({
+  ret: -1, errno: E2BIG, detail: `ioctl message over ${MAX_MESSAGE} bytes or ${SCM_MAX_FD} fds (discarded)`,
+});
+
+/** Decode a reply; throws for a malformed one, an empty one included (every reply carries `ret`). */
 export function decodeReply(buf: Uint8Array): IoctlReply {
-  const m = IoctlReplyType.decode(buf) as unknown as { ret: unknown; errno: number; data: Uint8Array; detail: string };
+  const m = IoctlReplyType.decode(buf) as unknown as { ret?: unknown; errno: number; data: Uint8Array; detail: string };
+  if (!Object.hasOwn(m, 'ret')) throw new Error('reply without ret');
   return { ret: Number(toBigInt(m.ret, false)), errno: m.errno ?? 0, data: Buffer.from(m.data ?? []), detail: m.detail ?? '' };
 }
 

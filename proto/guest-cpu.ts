@@ -45,6 +45,20 @@ export interface GuestCpu {
 }
 
 let current: GuestCpu | undefined;
+let guestContext = false;
+
+/**
+ * Mark this thread as a vCPU thread: what it loads from now on is guest code, and guest code that
+ * tries to act as a VMM (open /dev/kvm, print a test plan) is stopped with a clear error.
+ */
+export function enterGuestContext(): void {
+  guestContext = true;
+}
+
+/** True on a vCPU thread of the kernel-model, where guest modules run. */
+export function inGuestContext(): boolean {
+  return guestContext;
+}
 
 /** The vCPU this thread is running; only valid inside guest code. */
 export function cpu(): GuestCpu {

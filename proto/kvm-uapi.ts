@@ -203,11 +203,8 @@ export const RUN = {
 } as const;
 
 /**
- * Bits of the emulator-private attention word at RUN.emu_kick (an Int32 the VMM and the kernel-model
- * both map). The VMM sets EMU_ATTN_KICK with Atomics.or and then writes the vCPU's kick eventfd: that
- * is this model's "signal the vCPU thread". The other bits are the kernel-model's own.
+ * The VMM's kick request: bit 0 of the Int32 at RUN.emu_kick. The VMM sets it (Atomics.or) and then
+ * writes the vCPU's kick eventfd; that is this model's "signal the vCPU thread". The kernel-model
+ * reads and clears only this bit; whatever else a VMM writes there means nothing.
  */
 export const EMU_ATTN_KICK = 1 << 0;
-export const EMU_ATTN_STOP = 1 << 1;
-export const EMU_ATTN_UPDATE = 1 << 2;
-export const EMU_ATTN_IRQ = 1 << 3;

@@ -180,10 +180,27 @@ export interface ReceivedMessage {
  * message comes back with `truncated` set (see ReceivedMessage).
  */
 export function receiveMessage(fd: number, flags = 0): ReceivedMessage | null | undefined {
+  const m = receive(fd, flags, false);
+  return m === 'interrupted' ? undefined : m;
+}
+
+/**
+ * receiveMessage blocking in recvmsg(2) itself, but ended by a signal (see installWakeSignal):
+ * 'interrupted' then, so the caller can look at why it was woken and call again.
+ */
+export function receiveMessageWakeable(fd: number): ReceivedMessage | null | 'interrupted' {
+  const m = receive(fd, 0, true);
+  return m === undefined ? 'interrupted' : m;
+}
+
+function receive(fd: number, flags: number, wakeable: boolean): ReceivedMessage | null | undefined | 'interrupted' {
   fillMsghdr(MAX_MESSAGE, CONTROL_CAPACITY);
-  const r = retry(() => c.recvmsg(fd, scratchAddr + BigInt(SCRATCH_MSGHDR), flags | MSG_CMSG_CLOEXEC));
+  const call = () => c.recvmsg(fd, scratchAddr + BigInt(SCRATCH_MSGHDR), flags | MSG_CMSG_CLOEXEC);
+  const r = wakeable ? Number(call()) : retry(call);
   if (r < 0) {
-    if (koffi.errno() === EAGAIN && flags & MSG_DONTWAIT) return undefined;
+    const e = koffi.errno();
+    if (e === EAGAIN && flags & MSG_DONTWAIT) return undefined;
+    if (e === EINTR && wakeable) return 'interrupted';
     fail('recvmsg');
   }
   const fds: number[] = [];

@@ -231,10 +231,25 @@ async function lifetime(): Promise<void> {
   await dev.stop();
 }
 
+/** A deassign drops KVM's references at once, even while the vCPU sits outside KVM_RUN. */
+async function deassignReleases(): Promise<void> {
+  const [vm, vcpu] = vm_create_with_one_vcpu(guest_code);
+  const dev = spawn_device_task({ device: 'testdev', vm, regions: [{ guest_paddr: MMIO_BASE, memory_size: 8n }] });
+  dev.closeChannelFds();
+  vcpu_run(vcpu);
+  TEST_ASSERT(get_ucall(vcpu).cmd === UCALL_SYNC, 'the guest read the region and stopped at its GUEST_SYNC');
+  TEST_ASSERT(__vm_deassign_ioregion(vm, MMIO_BASE, 8n).ret === 0, 'deassign');
+  const status = await Promise.race([dev.exited, new Promise<null>((r) => setTimeout(() => r(null), 5000))]);
+  ksft_test_result(status !== null && status.code === 0,
+    `deassign while the vCPU waits outside KVM_RUN releases every reference: the device task sees EOF and exits 0 (${JSON.stringify(status)})`);
+  kvm_vm_free(vm);
+  await dev.stop();
+}
+
 async function main(): Promise<void> {
   ksft_print_header();
   TEST_REQUIRE(kvm_has_cap(KVM_CAP_IOREGIONFD), 'kvm_has_cap(KVM_CAP_IOREGIONFD)');
-  ksft_set_plan(67);
+  ksft_set_plan(68);
   layout();
   const vm = vm_create();
   const [sock, peer] = socketpair('seqpacket');
@@ -252,6 +267,7 @@ async function main(): Promise<void> {
   capabilities();
   busLimit();
   await lifetime();
+  await deassignReleases();
   ksft_finished();
 }
 
