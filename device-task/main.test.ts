@@ -169,10 +169,55 @@ test('a manifest with a bad field exits 2 with a message naming the field', asyn
   t.regex(e.stderr, /channels\[0\]\.transport "carrier-pigeon" is unknown/);
 });
 
-test('no manifest in the environment exits 2', async (t) => {
+test('no manifest in the environment exits 2 naming the variable', async (t) => {
   const e = await exitOf(spawnTask(t, undefined));
   t.is(e.code, EXIT_BAD_MANIFEST);
-  t.regex(e.stderr, /manifest: not JSON/);
+  t.regex(e.stderr, new RegExp(`${MANIFEST_ENV} is not set`));
+});
+
+// The manifest is not trusted: each of these once crashed the task (SIGBUS at the first DMA, an
+// uncaught exception with exit 1, or Node aborting after one of its own fds was closed).
+const memoryCases: [string, (fd: number) => DeviceTaskManifest['memory'][number], RegExp][] = [
+  ['a range past the end of the memfd', (fd) => ({ fd, gpa: 0n, size: 0x2000n, offset: 0n }), /past the end of its memfd/],
+  ['an unaligned offset', (fd) => ({ fd, gpa: 0n, size: 0x100n, offset: 0x10n }), /offset 0x10 is not page aligned/],
+  ['size 0', (fd) => ({ fd, gpa: 0n, size: 0n, offset: 0n }), /size 0x0 is not a usable size/],
+  ['size 2^64 - 1', (fd) => ({ fd, gpa: 0n, size: (1n << 64n) - 1n, offset: 0n }), /is not a usable size/],
+];
+for (const [what, spec, message] of memoryCases) {
+  test(`guest memory with ${what} exits 2 naming the field, before any DMA`, async (t) => {
+    const ram = memfd('guest-ram', 0x1000);
+    const e = await exitOf(spawnTask(t, manifest({ memory: [spec(3)] }), [ram]));
+    t.is(e.code, EXIT_BAD_MANIFEST, e.stderr);
+    t.regex(e.stderr, message);
+  });
+}
+
+test('a manifest naming an fd that was not passed (one of Node\'s own) exits 2 and closes nothing', async (t) => {
+  // Only fd 3 is passed; the fds after it belong to the task's Node runtime (epoll, eventfds, pipes).
+  const [ours, theirs] = socketpair('seqpacket');
+  const named = manifest({ channels: [{ cmd_fd: 3, resp_fd: 3, transport: 'seqpacket' }], eventfds: { irq: 12 }, lifeline_fd: 11 });
+  const e = await exitOf(spawnTask(t, named, [theirs]));
+  t.is(e.code, EXIT_BAD_MANIFEST, e.stderr);
+  t.regex(e.stderr, /must be 3, 4, \.\.\. with no gap .*got 3, 11, 12/);
+  t.notRegex(e.stderr, /Assertion|Aborted|libuv/);
+  // With no gap but more fds named than passed, the runtime's own fds there fail their kind check.
+  const [ours2, theirs2] = socketpair('seqpacket');
+  const e2 = await exitOf(spawnTask(t, manifest({ channels: [{ cmd_fd: 3, resp_fd: 3, transport: 'seqpacket' }], lifeline_fd: 4, memory: [{ fd: 5, gpa: 0n, size: 0x1000n, offset: 0n }] }), [theirs2]));
+  t.is(e2.code, EXIT_BAD_MANIFEST, e2.stderr);
+  t.regex(e2.stderr, /memory\[0\]\.fd 5 is a .*, not a memfd|lifeline_fd 4 is not an open fd/);
+  [ours, ours2].forEach(closeQuietly);
+});
+
+test('fds of the wrong kind exit 2 naming the field', async (t) => {
+  const efd = eventfd();
+  const [a, b] = socketpair('stream');
+  const e1 = await exitOf(spawnTask(t, manifest({ channels: [{ cmd_fd: 3, resp_fd: 3, transport: 'seqpacket' }] }), [efd]));
+  t.is(e1.code, EXIT_BAD_MANIFEST);
+  t.regex(e1.stderr, /channels\[0\]\.cmd_fd 3 is a eventfd, not a seqpacket socket/);
+  const e2 = await exitOf(spawnTask(t, manifest({ eventfds: { irq: 3 } }), [b]));
+  t.is(e2.code, EXIT_BAD_MANIFEST);
+  t.regex(e2.stderr, /eventfds\.irq 3 is a socket, not an eventfd/);
+  closeQuietly(a);
 });
 
 test('an unknown device exits 2 naming it and listing the known ones, also for an Object.prototype name', async (t) => {

@@ -3,18 +3,27 @@
 // unknown device or a config the model rejects, 3 protocol violation by the peer.
 
 import { MANIFEST_ENV, parseManifest } from '../proto/device-task-manifest';
-import { dieWithParent } from '../proto/os';
+import { dieWithParent, setDumpable } from '../proto/os';
 import { DEVICES } from './devices';
 import { Eventfd, EventSignal } from './sdk/eventfd';
 import { GuestMemoryDma } from './sdk/guest-memory';
+import { checkManifestFds } from './sdk/manifest-fds';
 import { serveDevice } from './sdk/serve';
 
 function main(): number {
   dieWithParent();
+  // Device tasks of other VMs run as the same user: none may reach into this one (README "Trust model").
+  setDumpable(false);
   const log = (m: string) => process.stderr.write(`device-task[${process.pid}]: ${m}\n`);
+  const text = process.env[MANIFEST_ENV];
+  if (text === undefined) {
+    log(`${MANIFEST_ENV} is not set: a device task is started by its VMM (spawn_device_task) with its JSON manifest in that variable`);
+    return 2;
+  }
   let manifest;
   try {
-    manifest = parseManifest(process.env[MANIFEST_ENV] ?? '');
+    manifest = parseManifest(text);
+    checkManifestFds(manifest);
   } catch (e) {
     log((e as Error).message);
     return 2;
@@ -27,7 +36,13 @@ function main(): number {
   }
   const eventfds = new Map<string, EventSignal>();
   for (const [name, fd] of Object.entries(manifest.eventfds)) eventfds.set(name, new Eventfd(fd, name));
-  const memory = GuestMemoryDma.map(manifest.memory);
+  let memory: GuestMemoryDma;
+  try {
+    memory = GuestMemoryDma.map(manifest.memory);
+  } catch (e) {
+    log(`manifest: guest memory cannot be mapped: ${(e as Error).message}`);
+    return 2;
+  }
   let model;
   try {
     model = def.create({ config: manifest.config, memory, eventfds, log });

@@ -4,7 +4,7 @@
 // It exits when the system fd closes, and dies with its parent (PR_SET_PDEATHSIG), so a VMM that
 // crashes never leaves it behind.
 
-import { dieWithParent, installWakeSignal } from '../proto/os';
+import { dieWithParent, fdKind, installWakeSignal, isOpen, setDumpable, socketType } from '../proto/os';
 import { FEATURES } from './features';
 import { KvmOptions, KvmSystem } from './kvm';
 import { KVM_CAP_IOREGIONFD, KVM_SET_IOREGION } from '../proto/kvm-uapi';
@@ -27,6 +27,14 @@ function parseOptions(argv: string[]): KvmOptions {
 }
 
 dieWithParent();
+if (socketType(SYSTEM_FD) !== 'seqpacket') {
+  // (Started without an fd 3, Node itself opens one there: it is then one of Node's own.)
+  const found = !isOpen(SYSTEM_FD) ? 'not open' : socketType(SYSTEM_FD) ? `a ${socketType(SYSTEM_FD)} socket` : `a ${fdKind(SYSTEM_FD)}`;
+  process.stderr.write(`kernel-model: fd ${SYSTEM_FD} must be the system socket (AF_UNIX SOCK_SEQPACKET) its VMM passes; found ${found}. Start it through open_kvm_dev_path() (or Kvm.open()).\n`);
+  process.exit(2);
+}
+// No other process of this user may reach into the kernel-model (/proc/<pid>/fd, ptrace): see README "Trust model".
+setDumpable(false);
 // Signals are how vCPU threads are woken out of blocking syscalls (kernel-model/vcpu.ts).
 installWakeSignal();
 new KvmSystem(SYSTEM_FD, FEATURES, parseOptions(process.argv.slice(2)), () => process.exit(0));

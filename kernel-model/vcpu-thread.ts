@@ -13,7 +13,7 @@
 import { MessagePort, receiveMessageOnPort } from 'worker_threads';
 import { decodeRequest, encodeReply, GuestEntryType, IoctlRequest, REPLY_TRUNCATED } from '../proto/control';
 import { EFAULT, EINTR, EINVAL } from '../proto/errno';
-import { installCpu } from '../proto/guest-cpu';
+import { installCpu, takeGuestContextViolation } from '../proto/guest-cpu';
 import {
   KVM_EMU_SET_GUEST_ENTRY, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR, KVM_EXIT_SHUTDOWN, KVM_GET_REGS,
   KVM_INTERNAL_ERROR_EMULATION, KVM_RUN, KVM_SET_REGS, KVM_VCPU_MMAP_SIZE, REGS, REGS_SIZE, RUN,
@@ -149,6 +149,8 @@ export class VcpuThread implements CpuHost, VcpuPort {
       name = m.export;
       // eslint-disable-next-line @typescript-eslint/no-require-imports
       const fn = require(module)[name];
+      const violation = takeGuestContextViolation();
+      if (violation) throw new Error(violation);
       if (typeof fn !== 'function') throw new Error(`export '${name}' is not a function`);
       this.entry = fn as GuestFn;
       this.entryName = `${module}:${name}`;

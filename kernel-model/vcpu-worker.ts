@@ -2,7 +2,7 @@
 // fresh VcpuThread and fresh guest modules, and tells the pool when each is over.
 
 import { isMainThread, parentPort, workerData } from 'worker_threads';
-import { enterGuestContext } from '../proto/guest-cpu';
+import { enterGuestContext, GuestContextError } from '../proto/guest-cpu';
 import type { VcpuWorkerData } from './vcpu-contract';
 import { VcpuThread } from './vcpu-thread';
 
@@ -27,6 +27,11 @@ function forgetGuestModules(baseline: Set<string>): void {
 if (!isMainThread && (workerData as { vcpuPool?: boolean } | null)?.vcpuPool) {
   // Everything required from here on is guest code (the module a vCPU's entry point lives in).
   enterGuestContext();
+  // Async guest code is a guest bug, not a reason to end the thread: its failures are logged. A
+  // refused VMM call (refuseInGuestContext) was already reported through KVM_EMU_SET_GUEST_ENTRY.
+  process.on('unhandledRejection', (e) => {
+    if (!(e instanceof GuestContextError)) process.stderr.write(`kernel-model: unhandled rejection in guest code: ${(e as Error)?.stack ?? String(e)}\n`);
+  });
   const baseline = new Set(Object.keys(require.cache));
   parentPort!.on('message', (d: VcpuWorkerData) => {
     try {

@@ -2,7 +2,8 @@
 // carry ioregionfd commands, where responses go, how guest memory and eventfds arrive.
 //
 // The spawner puts a JSON manifest in the environment variable IOREGIONFD_DEVICE_TASK and passes every
-// fd the manifest names at exactly that number (3 and up). 64-bit numbers are hex strings ("0x1000").
+// fd the manifest names at exactly that number: 3, 4, ... with no gap (the task refuses anything else,
+// so a manifest can never name one of the runtime's own fds). 64-bit numbers are hex strings ("0x1000").
 //
 //   {
 //     "version": 1,

@@ -60,6 +60,35 @@ export function inGuestContext(): boolean {
   return guestContext;
 }
 
+/** Thrown by VMM-side code that finds itself running as guest code. */
+export class GuestContextError extends Error {
+  override name = 'GuestContextError';
+}
+
+let violation: string | undefined;
+
+/**
+ * VMM-side entry points (opening /dev/kvm, printing a test plan, spawning a device task) call this:
+ * on a vCPU thread it throws, and the vCPU thread reports the first such violation when it set up the
+ * guest entry point. That happens when a program's top-level code starts its test on load: the
+ * kernel-model loads the program's module for its guest code, which would then open /dev/kvm again,
+ * start another kernel-model, and so on.
+ */
+export function refuseInGuestContext(what: string): void {
+  if (!guestContext) return;
+  const message = `${what} was called on a vCPU thread: the kernel-model loaded this program's module for its guest code ` +
+    'and its top-level code started the test again. Start it only when it is the main module: `if (require.main === module) main();`';
+  violation ??= message;
+  throw new GuestContextError(message);
+}
+
+/** The first refuseInGuestContext() message since the last call, if any (vCPU threads report it). */
+export function takeGuestContextViolation(): string | undefined {
+  const v = violation;
+  violation = undefined;
+  return v;
+}
+
 /** The vCPU this thread is running; only valid inside guest code. */
 export function cpu(): GuestCpu {
   if (!current) throw new Error('cpu(): not running as guest code inside a vCPU');

@@ -71,6 +71,8 @@ const MSG_TRUNC = 0x20;
 const MSG_CTRUNC = 0x8;
 const MSG_CMSG_CLOEXEC = 0x40000000;
 const F_GETFD = 1;
+const F_SETFD = 2;
+const FD_CLOEXEC = 1;
 const F_GETFL = 3;
 const F_SETFL = 4;
 const F_DUPFD_CLOEXEC = 1030;
@@ -344,6 +346,18 @@ export function isOpen(fd: number): boolean {
   return fd >= 0 && c.fcntl(fd, F_GETFD, 0) >= 0;
 }
 
+/** The FD_CLOEXEC flag of an fd, or undefined for an fd that is not open. */
+export function closeOnExec(fd: number): boolean | undefined {
+  const r = fd >= 0 ? c.fcntl(fd, F_GETFD, 0) : -1;
+  return r < 0 ? undefined : (r & FD_CLOEXEC) !== 0;
+}
+
+/** Set FD_CLOEXEC: the fd no longer passes to programs this process starts. */
+export function setCloseOnExec(fd: number): void {
+  const r = c.fcntl(fd, F_GETFD, 0);
+  if (r < 0 || c.fcntl(fd, F_SETFD, r | FD_CLOEXEC) < 0) fail('fcntl(F_SETFD)');
+}
+
 /** fcntl(F_DUPFD_CLOEXEC): a second descriptor for the same open file description. */
 export function dup(fd: number): number {
   const r = c.fcntl(fd, F_DUPFD_CLOEXEC, 0);
@@ -440,6 +454,16 @@ export function probeMap(fd: number, size: number, offset: number | bigint, prot
   if (addr === MAP_FAILED || addr === -1n) return koffi.errno();
   c.munmap(addr, size);
   return 0;
+}
+
+const unmapLater = new FinalizationRegistry<{ addr: bigint; size: number }>((m) => c.munmap(m.addr, m.size));
+
+/**
+ * Give up a mapping whose ArrayBuffer callers may still hold (a VMM's views of guest memory): it is
+ * unmapped once nothing can reach the buffer any more, so a late read sees stale bytes, never SIGSEGV.
+ */
+export function unmapWhenUnreachable(m: Mapping): void {
+  unmapLater.register(m.buffer, { addr: m.addr, size: m.size });
 }
 
 /** munmap(2). The ArrayBuffer of the mapping must not be touched afterwards. */
@@ -544,6 +568,14 @@ export function fdKind(fd: number): string {
   if (target.startsWith('/memfd:')) return 'memfd';
   if (target.startsWith('anon_inode:')) return target.slice('anon_inode:'.length);
   return 'file';
+}
+
+/**
+ * prctl(PR_SET_DUMPABLE): a non-dumpable process's /proc/<pid>/fd, mem and maps belong to root and
+ * are closed to other processes of the same user (ptrace access mode checks), and it dumps no core.
+ */
+export function setDumpable(on: boolean): void {
+  if (c.prctl(4 /* PR_SET_DUMPABLE */, on ? 1 : 0, 0, 0, 0) !== 0) fail('prctl(PR_SET_DUMPABLE)');
 }
 
 /**

@@ -15,7 +15,7 @@ test.after.always(() => fs.rmSync(TMP, { recursive: true, force: true }));
 // Fixtures are plain .js programs. They load a copy of the modules transpiled once here, which
 // starts a process far faster than loading ts-node in each of them.
 const MODULES = path.join(TMP, 'modules');
-for (const rel of ['selftests/kselftest.ts', 'selftests/kvm/lib/test_util.ts', 'proto/errno.ts']) {
+for (const rel of ['selftests/kselftest.ts', 'selftests/kvm/lib/test_util.ts', 'proto/errno.ts', 'proto/guest-cpu.ts']) {
   const out = ts.transpileModule(fs.readFileSync(path.join(REPO, rel), 'utf8'), {
     fileName: rel,
     compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true },

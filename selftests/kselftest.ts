@@ -2,6 +2,7 @@
 
 import * as fs from 'node:fs';
 import { strerror } from '../proto/errno';
+import { refuseInGuestContext } from '../proto/guest-cpu';
 
 /** Exit code: every test passed. */
 export const KSFT_PASS = 0;
@@ -76,6 +77,7 @@ export function ksft_counts(): KsftCounts {
 
 /** Print the TAP version line, unless KSFT_TAP_LEVEL says an outer runner already did. */
 export function ksft_print_header(): void {
+  refuseInGuestContext('ksft_print_header()');
   if (process.env.KSFT_TAP_LEVEL === undefined) out('TAP version 13\n');
 }
 

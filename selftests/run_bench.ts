@@ -461,6 +461,11 @@ async function main(argv: readonly string[]): Promise<number> {
   }
   const loadStart = os.loadavg();
   let programs = discoverPerfTests(PERF_DIR);
+  const unknownProgram = o.programs.find((n) => !programs.some((p) => p.name === n));
+  if (programs.length && unknownProgram !== undefined) {
+    writeFdSync(2, `run_bench: no perf test program named '${unknownProgram}' (there are: ${programs.map((p) => p.name).join(', ')})\n`);
+    return EXIT_USAGE;
+  }
   if (o.programs.length) programs = programs.filter((p) => o.programs.includes(p.name));
   if (programs.length === 0) {
     writeFdSync(2, `run_bench: no *_perf_test programs found in ${PERF_DIR}${o.programs.length ? ` named ${o.programs.join(', ')}` : ''} (npm run build first)\n`);
@@ -491,6 +496,12 @@ async function main(argv: readonly string[]): Promise<number> {
     }
   }
   clearStatus();
+  // A --case that matched nothing is a typo: say so, and keep the last results as they were.
+  const unmatched = o.cases.filter((c) => ![...parts.keys()].some((n) => n.includes(c)));
+  if (unmatched.length) {
+    writeFdSync(2, `run_bench: no case matches ${unmatched.map((c) => `'${c}'`).join(', ')}; nothing written\n`);
+    return EXIT_USAGE;
+  }
   const pooled = new Map<string, CaseResult>();
   for (const [name, ps] of parts) pooled.set(name, poolCase(ps));
   const rank = (n: string) => (CASE_ORDER.includes(n) ? CASE_ORDER.indexOf(n) : CASE_ORDER.length);

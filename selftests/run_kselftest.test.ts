@@ -14,7 +14,7 @@ test.after.always(() => fs.rmSync(TMP, { recursive: true, force: true }));
 // Most runs use a copy of the runner transpiled once here (a process per run without ts-node
 // starts much faster); one test runs the .ts source itself through ts-node.
 const MODULES = path.join(TMP, 'modules');
-for (const rel of ['selftests/run_kselftest.ts', 'selftests/kselftest.ts', 'proto/errno.ts']) {
+for (const rel of ['selftests/run_kselftest.ts', 'selftests/kselftest.ts', 'proto/errno.ts', 'proto/guest-cpu.ts']) {
   const out = ts.transpileModule(fs.readFileSync(path.join(REPO, rel), 'utf8'), {
     fileName: rel,
     compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true },
@@ -175,6 +175,7 @@ test('an unknown option, a -t naming no test, another collection or a bad timeou
     ['-o', 'soon'],
     ['-t'],
     ['stray'],
+    ['-S', 'no_such_test'],
   ];
   const results = await Promise.all(cases.map((args) => runRunner(['--dir', SUITE, ...args])));
   for (const [i, r] of results.entries()) {
@@ -184,6 +185,21 @@ test('an unknown option, a -t naming no test, another collection or a bad timeou
   }
   t.regex(results[0].stderr, /unknown option '--bogus'/);
   t.regex(results[1].stderr, /no_such_test/);
+  t.regex(results[7].stderr, /-S no_such_test: no test of that name/);
+});
+
+test('a directory without compiled test programs is exit 2 with a message, never a pass of nothing', async (t) => {
+  const empty = makeDir('empty', { 'README': 'no tests here\n' });
+  const r = await runRunner(['--dir', empty]);
+  t.is(r.code, 2);
+  t.is(r.stdout, '');
+  t.regex(r.stderr, /no compiled \*_test\.js programs/);
+});
+
+test('the TypeScript source run without --dir runs the built programs in dist/', async (t) => {
+  const r = await runRunner(['--list'], undefined, true);
+  t.is(r.code, 0, r.stderr);
+  t.true(r.stdout.split('\n').includes('kvm:ioregionfd_test'));
 });
 
 test('without a settings file the timeout is 45 s, and a grandchild holding the output pipe is killed 5 s after the test exits', async (t) => {

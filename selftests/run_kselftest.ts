@@ -299,12 +299,18 @@ export async function runSelftests(argv: readonly string[]): Promise<number> {
 
   // Compiled, this file is <repo>/dist/selftests/run_kselftest.js; the settings file is a source
   // file and is not copied by tsc, so it is read from <repo>/selftests/kvm.
-  const testDir = opts.dir !== undefined ? path.resolve(opts.dir) : path.join(__dirname, COLLECTION);
+  // Run from the sources (ts-node), the runner still runs the built programs in dist/.
   const compiled = path.basename(path.dirname(__dirname)) === 'dist';
   const repo = compiled ? path.resolve(__dirname, '..', '..') : path.resolve(__dirname, '..');
+  const testDir = opts.dir !== undefined ? path.resolve(opts.dir) : path.join(repo, 'dist', 'selftests', COLLECTION);
   const settingsFile = opts.dir !== undefined ? path.join(testDir, 'settings') : path.join(repo, 'selftests', COLLECTION, 'settings');
 
   const all = discoverTests(testDir);
+  if (all.length === 0) {
+    // A run of nothing must not look like a pass.
+    writeFdSync(2, `run_kselftest: no compiled *_test.js programs in ${testDir}${opts.dir === undefined ? ' (run `npm run build` first)' : ''}\n`);
+    return EXIT_USAGE;
+  }
   if (opts.list) {
     out(all.map((t) => `${COLLECTION}:${t.name}\n`).join(''));
     return 0;
@@ -327,6 +333,13 @@ export async function runSelftests(argv: readonly string[]): Promise<number> {
       wanted.add(name);
     }
     selected = all.filter((t) => wanted.has(t.name));
+  }
+  for (const spec of opts.skips) {
+    const name = bare(spec);
+    if (name !== undefined && !all.some((t) => t.name === name)) {
+      writeFdSync(2, `run_kselftest: -S ${spec}: no test of that name in ${testDir}\n`);
+      return EXIT_USAGE;
+    }
   }
   const skipped = new Set(opts.skips.map(bare).filter((n): n is string => n !== undefined));
   selected = selected.filter((t) => !skipped.has(t.name));

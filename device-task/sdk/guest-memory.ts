@@ -23,9 +23,10 @@ export class GuestMemoryDma {
     return new GuestMemoryDma(specs.map((s) => ({ gpa: s.gpa, bytes: new Uint8Array(mapShared(s.fd, Number(s.size), s.offset).buffer) })));
   }
 
-  /** A live view of [gpa, gpa+len) if one region holds all of it. */
+  /** A live view of [gpa, gpa+len) if one region holds all of it; undefined for anything else. */
   view(gpa: bigint, len: number): Uint8Array | undefined {
-    if (len < 0) return undefined;
+    // Guest-derived values: anything that is not a u64 address and a whole length is simply outside.
+    if (typeof gpa !== 'bigint' || !Number.isSafeInteger(len) || len < 0) return undefined;
     for (const r of this.regions) {
       if (gpa >= r.gpa && gpa + BigInt(len) <= r.end) {
         const off = Number(gpa - r.gpa);

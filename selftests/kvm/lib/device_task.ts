@@ -2,10 +2,12 @@
 // contract (proto/device-task-manifest.ts), register their regions with KVM, and always reap them.
 
 import { ChildProcess, spawn } from 'child_process';
+import * as fs from 'fs';
 import * as path from 'path';
 import {
   ChannelSpec, DeviceTaskManifest, encodeManifest, MANIFEST_ENV, MANIFEST_VERSION, MemorySpec, Transport,
 } from '../../../proto/device-task-manifest';
+import { refuseInGuestContext } from '../../../proto/guest-cpu';
 import { closeQuietly, pipe, socketpair } from '../../../proto/os';
 import { vm_set_ioregion } from './ioregionfd';
 import { KvmVm } from './kvm_util';
@@ -72,10 +74,31 @@ process.on('exit', () => {
   for (const c of live) c.kill('SIGKILL');
 });
 
+/** Why `file` (a path, or a name looked up in PATH) cannot be executed, or undefined if it can. */
+function executableProblem(file: string): string | undefined {
+  const candidates = file.includes('/') ? [file] : (process.env.PATH ?? '').split(':').filter(Boolean).map((d) => path.join(d, file));
+  let problem = file.includes('/') ? 'ENOENT (no such file)' : 'ENOENT (not found in PATH)';
+  for (const c of candidates) {
+    try {
+      fs.accessSync(c, fs.constants.X_OK);
+      if (fs.statSync(c).isFile()) return undefined;
+      problem = 'EACCES (not a regular file)';
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT') problem = `${code} (${(e as Error).message})`;
+    }
+  }
+  return problem;
+}
+
 /** Spawn a device task with its transports; register `regions` if a VM is given. */
 export function spawn_device_task(spec: DeviceTaskSpec): DeviceTask {
+  refuseInGuestContext('spawn_device_task()');
   const argv = spec.command ?? (spec.device ? [process.execPath, '--enable-source-maps', DEVICE_TASK_MAIN] : undefined);
-  if (!argv) throw new Error('spawn_device_task: give a built-in device name or a command');
+  if (!argv || argv.length === 0) throw new Error('spawn_device_task: give a built-in device name or a command');
+  // Node reports a failed exec only later, as an event: find out now, before any region is registered.
+  const cannotRun = executableProblem(argv[0]);
+  if (cannotRun) throw new Error(`spawn_device_task: cannot run '${argv[0]}': ${cannotRun}`);
   const childFds: number[] = [];
   const closeAfterSpawn: number[] = [];
   const give = (fd: number, ours: boolean) => {
@@ -119,6 +142,11 @@ export function spawn_device_task(spec: DeviceTaskSpec): DeviceTask {
     env: { ...process.env, [MANIFEST_ENV]: encodeManifest(manifest) },
   });
   closeAfterSpawn.forEach(closeQuietly);
+  if (child.pid === undefined) {
+    channels.forEach((c) => [c.read_fd, c.write_fd].forEach(closeQuietly));
+    closeQuietly(lifeline);
+    throw new Error(`spawn_device_task: '${argv[0]}' did not start`);
+  }
   live.add(child);
   // A task must not keep the VMM alive; our exit handler kills whatever is left.
   child.unref();

@@ -8,14 +8,15 @@
 
 import { ChildProcess, spawn } from 'child_process';
 import * as path from 'path';
+import { refuseInGuestContext } from '../../../proto/guest-cpu';
 import { encodeRequest, GuestEntryType, ioctlAwaitReply, ioctlMessage, ioctlRaw, IoctlResult } from '../../../proto/control';
 import { EINTR, errnoName, strerror } from '../../../proto/errno';
 import {
   EMU_ATTN_KICK, ENABLE_CAP, exitReasonName, KVM_CAP_IMMEDIATE_EXIT, KVM_CHECK_EXTENSION, KVM_CREATE_VCPU,
-  KVM_CREATE_VM, KVM_EMU_SET_GUEST_ENTRY, KVM_ENABLE_CAP, KVM_GET_REGS, KVM_GET_VCPU_MMAP_SIZE, KVM_RUN,
+  KVM_CREATE_VM, KVM_EMU_SET_GUEST_ENTRY, KVM_EXIT_INTERNAL_ERROR, KVM_ENABLE_CAP, KVM_GET_REGS, KVM_GET_VCPU_MMAP_SIZE, KVM_RUN,
   KVM_SET_REGS, KVM_SET_USER_MEMORY_REGION, MEMREGION, PAGE_SIZE, REGS, RegName, RUN,
 } from '../../../proto/kvm-uapi';
-import { close, closeQuietly, eventfdWrite, mapShared, Mapping, memfd, sendMessage, socketpair, unmap } from '../../../proto/os';
+import { close, closeQuietly, eventfdWrite, mapShared, Mapping, memfd, sendMessage, socketpair, unmap, unmapWhenUnreachable } from '../../../proto/os';
 import { TEST_ASSERT, TEST_FAIL, TEST_REQUIRE } from './test_util';
 
 export const KVM_DEV_PATH = '/dev/kvm';
@@ -37,6 +38,7 @@ export interface OpenKvmOptions {
  * this fd is closed (close_kvm_dev) and dies with us, so it never outlives the VMM.
  */
 export function open_kvm_dev_path(opts: OpenKvmOptions = {}): number {
+  refuseInGuestContext('open_kvm_dev_path()');
   const [ours, theirs] = socketpair('seqpacket');
   const child = spawn(process.execPath, ['--enable-source-maps', KERNEL_MODEL, ...(opts.args ?? [])], {
     stdio: ['ignore', 'inherit', 'inherit', theirs],
@@ -114,6 +116,8 @@ export interface KvmVm {
   /** Bump allocator for vm_alloc(). */
   heapNext: bigint;
   heapEnd: bigint;
+  /** kvm_vm_free() ran: the VM's fds are closed and its memory is no longer reachable through it. */
+  freed?: boolean;
 }
 
 export interface KvmVcpu {
@@ -126,6 +130,11 @@ export interface KvmVcpu {
   runMapping: Mapping;
   runFd: number;
   kickFd: number;
+  /**
+   * The detail of the last KVM_RUN's reply: for KVM_EXIT_INTERNAL_ERROR, the guest's exception with its
+   * stack (the kernel-model runs with source maps, so it names .ts lines).
+   */
+  exitDetail: string;
 }
 
 /** KVM_CREATE_VM only: no memory, no vCPUs. */
@@ -164,19 +173,22 @@ export function vm_create_with_vcpus(n: number, guest_code: GuestCode): [KvmVm, 
 
 /** Close the VM fd (the kernel-model destroys the VM) and everything we hold for it. */
 export function kvm_vm_free(vm: KvmVm): void {
+  // Views a test still holds (region.bytes, vcpu.run) stay readable until they are garbage: unmapping
+  // now would turn a late read into SIGSEGV. kvm_util's own accessors refuse a freed VM.
   for (const v of vm.vcpus) {
-    unmap(v.runMapping);
+    unmapWhenUnreachable(v.runMapping);
     closeQuietly(v.fd);
     closeQuietly(v.runFd);
     closeQuietly(v.kickFd);
   }
   vm.vcpus = [];
   for (const r of vm.regions.values()) {
-    unmap(r.mapping);
+    unmapWhenUnreachable(r.mapping);
     closeQuietly(r.fd);
   }
   vm.regions.clear();
   closeQuietly(vm.fd);
+  vm.freed = true;
 }
 
 export function __vm_ioctl(vm: KvmVm, request: number, arg?: bigint | number | Uint8Array, extraFds?: number[]): IoctlResult {
@@ -271,6 +283,7 @@ export function vm_mem_region_delete(vm: KvmVm, slot: number): void {
 
 /** Our view of guest memory at gpa: `len` bytes inside one region (asserts that they are). */
 export function addr_gpa2hva(vm: KvmVm, gpa: bigint, len = 1): Uint8Array {
+  TEST_ASSERT(!vm.freed, `addr_gpa2hva(0x${gpa.toString(16)}): the VM was freed (kvm_vm_free), its memory is gone`);
   for (const r of vm.regions.values()) {
     if (gpa >= r.gpa && gpa + BigInt(len) <= r.gpa + BigInt(r.size)) {
       const off = Number(gpa - r.gpa);
@@ -316,7 +329,7 @@ export function __vm_vcpu_add(vm: KvmVm, id: number | bigint): KvmVcpu | IoctlRe
   const runMapping = mapShared(runFd, size);
   const vcpu: KvmVcpu = {
     id: Number(id), fd, vm, run: new DataView(runMapping.buffer), runBytes: new Uint8Array(runMapping.buffer),
-    runMapping, runFd, kickFd,
+    runMapping, runFd, kickFd, exitDetail: '',
   };
   vm.vcpus.push(vcpu);
   return vcpu;
@@ -373,7 +386,9 @@ const RUN_MESSAGE = encodeRequest({ request: KVM_RUN });
 
 /** The raw KVM_RUN: ret 0 with exit_reason valid, or -1 and errno (EINTR for immediate_exit / a kick). */
 export function __vcpu_run(vcpu: KvmVcpu): IoctlResult {
-  return ioctlMessage(vcpu.fd, RUN_MESSAGE);
+  const r = ioctlMessage(vcpu.fd, RUN_MESSAGE);
+  vcpu.exitDetail = r.detail;
+  return r;
 }
 
 /** Send KVM_RUN without waiting (for tests that kick a vCPU blocked in KVM_RUN). */
@@ -383,7 +398,9 @@ export function __vcpu_run_start(vcpu: KvmVcpu): void {
 
 /** Wait for the reply of a KVM_RUN sent with __vcpu_run_start. */
 export function __vcpu_run_wait(vcpu: KvmVcpu): IoctlResult {
-  return ioctlAwaitReply(vcpu.fd);
+  const r = ioctlAwaitReply(vcpu.fd);
+  vcpu.exitDetail = r.detail;
+  return r;
 }
 
 /** KVM_RUN, retried while it fails with EINTR, asserting success (kvm_util's vcpu_run). */
@@ -425,7 +442,12 @@ export function exit_reason_str(reason: number): string {
 /** TEST_ASSERT_KVM_EXIT_REASON(vcpu, expected). */
 export function TEST_ASSERT_KVM_EXIT_REASON(vcpu: KvmVcpu, expected: number): void {
   const got = exit_reason(vcpu);
-  TEST_ASSERT(got === expected, `Wanted KVM exit reason: ${expected} (${exit_reason_str(expected)}), got: ${got} (${exit_reason_str(got)})`);
+  TEST_ASSERT(got === expected, `Wanted KVM exit reason: ${expected} (${exit_reason_str(expected)}), got: ${got} (${exit_reason_str(got)})${guest_failure(vcpu)}`);
+}
+
+/** For a vCPU stopped by its guest code failing (KVM_EXIT_INTERNAL_ERROR), the guest's exception and stack, as text to append. */
+export function guest_failure(vcpu: KvmVcpu): string {
+  return exit_reason(vcpu) === KVM_EXIT_INTERNAL_ERROR && vcpu.exitDetail ? `\n${vcpu.exitDetail}` : '';
 }
 
 /** kvm_run.mmio of the current KVM_EXIT_MMIO. `data` is a live view: fill it to complete a read. */

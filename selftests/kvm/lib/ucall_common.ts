@@ -4,8 +4,8 @@
 // This file is shared by both sides: the layout and constants, the host's get_ucall(), and (in
 // lib/guest.ts) the guest's ucall().
 
-import { KVM_EXIT_IO, KVM_EXIT_IO_IN } from '../../../proto/kvm-uapi';
-import { addr_gpa2hva, exit_reason, KvmVcpu, run_io, vcpu_regs_get, vcpu_run_complete_io } from './kvm_util';
+import { KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_IO, KVM_EXIT_IO_IN } from '../../../proto/kvm-uapi';
+import { addr_gpa2hva, exit_reason, guest_failure, KvmVcpu, run_io, vcpu_regs_get, vcpu_run_complete_io } from './kvm_util';
 import { TEST_FAIL } from './test_util';
 
 export const UCALL_NONE = 0n;
@@ -51,6 +51,8 @@ export function decode_ucall(bytes: Uint8Array): Ucall {
  * guest code, and return it; otherwise a UCALL_NONE record.
  */
 export function get_ucall(vcpu: KvmVcpu): Ucall {
+  // The guest code threw (or returned early): report its exception, not a puzzling missing ucall.
+  if (exit_reason(vcpu) === KVM_EXIT_INTERNAL_ERROR) TEST_FAIL(`the guest stopped with KVM_EXIT_INTERNAL_ERROR${guest_failure(vcpu) || ' (no detail)'}`);
   if (exit_reason(vcpu) !== KVM_EXIT_IO) return { cmd: UCALL_NONE, args: [], buffer: '' };
   const io = run_io(vcpu);
   if (io.port !== UCALL_PIO_PORT || io.direction !== KVM_EXIT_IO_IN) return { cmd: UCALL_NONE, args: [], buffer: '' };

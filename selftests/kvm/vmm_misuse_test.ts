@@ -1,0 +1,101 @@
+// vmm_misuse_test: what a VMM (a test program) gets wrong is answered with a clear, defined failure,
+// never a crash, a hang, runaway processes or silence:
+// - a device task whose executable cannot start makes spawn_device_task throw, before any region;
+// - a program without the `require.main === module` guard, loaded by a vCPU thread for its guest
+//   code, has its attempt to open /dev/kvm refused (no kernel-model starts another one);
+// - guest code that throws is reported with its exception and stack, not as a missing ucall;
+// - guest memory read through a view after kvm_vm_free neither crashes nor answers through kvm_util;
+// - a kernel-model started by hand without its system socket on fd 3 exits 2 with a message.
+
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import { GuestEntryType } from '../../proto/control';
+import { EINVAL, errnoName } from '../../proto/errno';
+import { KVM_EMU_SET_GUEST_ENTRY } from '../../proto/kvm-uapi';
+import { ksft_finished, ksft_print_header, ksft_set_plan, ksft_test_result } from '../kselftest';
+import { spawn_device_task } from './lib/device_task';
+import { vm_ioregion_stats } from './lib/ioregionfd';
+import { __vcpu_ioctl, kvm_dev_pid, kvm_fd, kvm_vm_free, vm_create, vm_vcpu_add } from './lib/kvm_util';
+
+const FIXTURES = path.join(__dirname, 'fixtures');
+const KERNEL_MODEL = path.join(__dirname, '..', '..', 'kernel-model', 'main.js');
+
+/** Live child processes of `pid`. */
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(fields[1]) === pid && fields[0] !== 'Z') out.push(Number(d));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+function spawnFailure(): void {
+  const vm = vm_create();
+  let thrown = '';
+  try {
+    spawn_device_task({ command: ['/nonexistent/device-task'], vm, regions: [{ guest_paddr: 0xd0000000n, memory_size: 8n }] });
+  } catch (e) {
+    thrown = (e as Error).message;
+  }
+  ksft_test_result(/cannot run '\/nonexistent\/device-task': ENOENT/.test(thrown) && vm_ioregion_stats(vm).length === 0,
+    `a device task that cannot start throws (${thrown}) and registers no region`);
+  kvm_vm_free(vm);
+}
+
+function unguardedGuest(): void {
+  const vm = vm_create();
+  const vcpu = vm_vcpu_add(vm, 0);
+  const entry = GuestEntryType.encode({ module: path.join(FIXTURES, 'unguarded_guest.js'), export: 'guest_code' }).finish();
+  const r = __vcpu_ioctl(vcpu, KVM_EMU_SET_GUEST_ENTRY, entry);
+  const kids = childrenOf(kvm_dev_pid(kvm_fd())!);
+  ksft_test_result(r.ret === -1 && r.errno === EINVAL && /require\.main === module/.test(r.detail) && kids.length === 0,
+    `a guest module that starts its test on load: ${errnoName(r.errno)} naming the fix, and the kernel-model started nothing (children: ${kids.length}) (${r.detail.split(':')[0]})`);
+  kvm_vm_free(vm);
+}
+
+function misuse(mode: string): { status: number | null; signal: string | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, ['--enable-source-maps', path.join(FIXTURES, 'vmm_misuse.js'), mode], { encoding: 'utf8', timeout: 30000 });
+  return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
+}
+
+function guestException(): void {
+  const r = misuse('throwing-guest');
+  ksft_test_result(r.status === 254 && /KVM_EXIT_INTERNAL_ERROR/.test(r.stderr) && /deliberate guest bug/.test(r.stderr) && /vmm_misuse\.ts:\d+/.test(r.stderr),
+    `guest code that throws fails the test with the guest's exception and its .ts stack (exit ${r.status ?? r.signal})`);
+}
+
+function freedView(): void {
+  const r = misuse('freed-view');
+  ksft_test_result(r.status === 254 && /stale read after kvm_vm_free: 0x5a/.test(r.stdout) && /the VM was freed/.test(r.stderr),
+    `a view read after kvm_vm_free does not crash, and addr_gpa2hva refuses the freed VM (exit ${r.status ?? r.signal})`);
+}
+
+function kernelModelByHand(): void {
+  const asPipe = spawnSync(process.execPath, [KERNEL_MODEL], { stdio: ['ignore', 'pipe', 'pipe', 'pipe'], encoding: 'utf8', timeout: 10000 });
+  const closed = spawnSync(process.execPath, [KERNEL_MODEL], { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8', timeout: 10000 });
+  ksft_test_result(asPipe.status === 2 && /fd 3 must be the system socket .*found a stream socket/.test(asPipe.stderr),
+    `the kernel-model with a stream socket on fd 3 exits 2 with a message (exit ${asPipe.status ?? asPipe.signal})`);
+  ksft_test_result(closed.status === 2 && /fd 3 must be the system socket .*found/.test(closed.stderr),
+    `the kernel-model started with fd 3 closed (Node then opens its own there) exits 2 with a message (exit ${closed.status ?? closed.signal})`);
+}
+
+function main(): void {
+  ksft_print_header();
+  ksft_set_plan(6);
+  spawnFailure();
+  unguardedGuest();
+  guestException();
+  freedView();
+  kernelModelByHand();
+  ksft_finished();
+}
+
+if (require.main === module) main();
