@@ -5,19 +5,23 @@
 // lifetimes: the remote ends when the VM is freed, when the channels close (deassign), and when the
 // device task is SIGKILLed; a remote killed in the middle of an access sends that access down KVM's
 // failure path (an ordinary exit) instead of hanging; a QEMU device that cannot start (edu insists on
-// MSI) fails the same way. Skips when qemu-system-x86_64 (with the x-remote machine) is missing.
+// MSI) fails the same way. And QEMU's nvme with the config the NVMe comparison will use: CAP, VS and
+// an enable/disable cycle of the controller, through its 64-bit BAR0. Skips when qemu-system-x86_64 (with the x-remote machine) is missing.
 
 import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
 import { errnoName } from '../../proto/errno';
 import { KVM_CAP_IOREGIONFD, KVM_EXIT_MMIO } from '../../proto/kvm-uapi';
 import { ksft_finished, ksft_print_header, ksft_print_msg, ksft_set_plan, ksft_test_result } from '../kselftest';
 import { ExitStatus } from './lib/device_task';
-import { GUEST_ASSERT, GUEST_ASSERT_EQ, GUEST_DONE, GUEST_SYNC, GUEST_SYNC_ARGS, inb, outb, readb, readl, writeb } from './lib/guest';
+import { GUEST_ASSERT, GUEST_ASSERT_EQ, GUEST_DONE, GUEST_SYNC_ARGS, inb, outb, readb, readl, readq, writeb, writel, writeq } from './lib/guest';
 import { __vm_deassign_ioregion, vm_ioregion_stats } from './lib/ioregionfd';
 import {
   __vcpu_run_start, __vcpu_run_wait, exit_reason, exit_reason_str, KvmVcpu, kvm_has_cap, kvm_vm_free, KvmVm, le_store, run_mmio,
-  vcpu_args_set, vcpu_run, vm_create_with_one_vcpu,
+  vcpu_args_set, vcpu_run, vm_alloc, vm_create, vm_create_with_one_vcpu, vm_vcpu_add,
 } from './lib/kvm_util';
+import { vm_create_irqchip } from './lib/irq';
 import { process_gone, QemuDevice, spawn_qemu_device, TEST_REQUIRE_QEMU } from './lib/qemu_device';
 import { get_ucall, REPORT_GUEST_ASSERT, UCALL_ABORT, UCALL_DONE, UCALL_SYNC, Ucall } from './lib/ucall_common';
 import { msleep, TEST_ASSERT } from './lib/test_util';
@@ -75,6 +79,36 @@ export function killed_guest(mmio: bigint): void {
   writeb(mmio, 0n);
   GUEST_SYNC_ARGS(1, readb(mmio + 8n));
   GUEST_SYNC_ARGS(2, readb(mmio + 8n));
+  GUEST_DONE();
+}
+
+/** NVMe controller registers (NVMe base spec §3.1). */
+const NVME_BAR = 0xfe00_0000n;
+const NVME_BAR_SIZE = 0x4000n;
+const NVME_CAP = 0x00n;
+const NVME_VS = 0x08n;
+const NVME_CC = 0x14n;
+const NVME_CSTS = 0x1cn;
+const NVME_AQA = 0x24n;
+const NVME_ASQ = 0x28n;
+const NVME_ACQ = 0x30n;
+
+/** QEMU's nvme from the guest: CAP and VS, then CC.EN with an admin queue pair until CSTS.RDY, and off again. */
+export function nvme_guest(bar: bigint, queues: bigint): void {
+  const cap = readq(bar + NVME_CAP);
+  const vs = readl(bar + NVME_VS);
+  GUEST_SYNC_ARGS(1, cap, vs);
+  writel(bar + NVME_AQA, (3n << 16n) | 3n);
+  writeq(bar + NVME_ASQ, queues);
+  writeq(bar + NVME_ACQ, queues + 0x1000n);
+  // IOSQES 6 (64-byte entries), IOCQES 4 (16-byte), EN.
+  writel(bar + NVME_CC, (4n << 20n) | (6n << 16n) | 1n);
+  let polls = 0;
+  while ((readl(bar + NVME_CSTS) & 1n) === 0n && polls < 1_000_000) polls++;
+  const ready = readl(bar + NVME_CSTS);
+  writel(bar + NVME_CC, 0n);
+  while ((readl(bar + NVME_CSTS) & 1n) !== 0n && polls < 2_000_000) polls++;
+  GUEST_SYNC_ARGS(2, ready, readl(bar + NVME_CSTS), readq(bar + NVME_ASQ));
   GUEST_DONE();
 }
 
@@ -246,6 +280,37 @@ async function killedMidAccessTest(): Promise<void> {
   await dev.stop();
 }
 
+async function nvmeTest(): Promise<void> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qemu-remote-nvme-'));
+  const image = path.join(dir, 'nvme.img');
+  fs.writeFileSync(image, Buffer.alloc(1 << 20));
+  try {
+    const vm = vm_create();
+    vm_create_irqchip(vm);
+    const vcpu = vm_vcpu_add(vm, 0, nvme_guest);
+    vcpu_args_set(vcpu, NVME_BAR, vm_alloc(vm, 0x2000, 0x1000));
+    // The config the issue names: {"device": "nvme", "drive": IMAGE, "serial": "..."}, BAR0 (64-bit) placed.
+    const dev = spawn_qemu_device({ vm, device: 'nvme', drive: image, props: { serial: 'qemu-remote-test' }, intx_gsi: 10, bars: { 0: { gpa: NVME_BAR, size: NVME_BAR_SIZE } } });
+    dev.closeChannelFds();
+    const [cap, vs] = nextUcall(vcpu).args.slice(2);
+    const mqes = cap & 0xffffn;
+    const css = (cap >> 37n) & 0xffn;
+    const dstrd = (cap >> 32n) & 0xfn;
+    ksft_test_result(mqes > 0n && (css & 1n) === 1n && dstrd === 0n && vs >> 16n === 1n,
+      `QEMU's nvme through ioregionfd: CAP 0x${cap.toString(16)} (MQES ${mqes}, CSS 0x${css.toString(16)}, DSTRD ${dstrd}), VS 0x${vs.toString(16)}`);
+    const [ready, off, asq] = nextUcall(vcpu).args.slice(2);
+    ksft_test_result((ready & 1n) === 1n && (off & 1n) === 0n && asq !== 0n,
+      `64-bit register writes reach it: with AQA/ASQ/ACQ set, CC.EN brings CSTS.RDY (0x${ready.toString(16)}), CC.EN=0 clears it (0x${off.toString(16)})`);
+    TEST_ASSERT(nextUcall(vcpu).cmd === UCALL_DONE, 'the guest finishes');
+    kvm_vm_free(vm);
+    const status = await exitedWithin(dev);
+    TEST_ASSERT(status?.code === 0, `the nvme device task exits 0 (${show(status)})`);
+    await dev.stop();
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 async function cannotStartTest(): Promise<void> {
   const [vm, vcpu] = vm_create_with_one_vcpu(one_read_guest);
   vcpu_args_set(vcpu, MMIO_BAR);
@@ -266,8 +331,9 @@ async function main(): Promise<void> {
   ksft_print_header();
   TEST_REQUIRE_QEMU();
   TEST_ASSERT(kvm_has_cap(KVM_CAP_IOREGIONFD), 'KVM_CAP_IOREGIONFD');
-  ksft_set_plan(21);
+  ksft_set_plan(23);
   await testdevTests();
+  await nvmeTest();
   await channelCloseTest();
   await sigkillTaskTest();
   await killedMidAccessTest();
