@@ -4,6 +4,7 @@
 // qemu-system-x86_64 is installed (through the compiled bridge, whose stderr forwarder is a worker).
 
 import test from 'ava';
+import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { closeQuietly, eventfd, readRaw, receiveMessage, socketpair, writeRaw } from '../../../proto/os';
@@ -307,7 +308,8 @@ test('the bridge passes the conformance suite over an in-memory remote', (t) => 
 });
 
 const DIST_BRIDGE = path.join(__dirname, '..', '..', '..', 'dist', 'device-task', 'devices', 'qemu-remote', 'index.js');
-const qemuHere = fs.existsSync(DIST_BRIDGE) && (process.env.PATH ?? '').split(':').some((d) => d && fs.existsSync(path.join(d, 'qemu-system-x86_64')));
+/** qemu-system-x86_64 with the x-remote machine, and the compiled bridge (npm test builds it first). */
+const qemuHere = fs.existsSync(DIST_BRIDGE) && /^x-remote\s/m.test(spawnSync('qemu-system-x86_64', ['-machine', 'help'], { encoding: 'utf8' }).stdout ?? '');
 
 (qemuHere ? test : test.skip)("qemu-remote passes the conformance suite against QEMU's pci-testdev (skipped without qemu-system-x86_64)", (t) => {
   // The compiled bridge: its stderr forwarder runs as a worker thread from dist/.

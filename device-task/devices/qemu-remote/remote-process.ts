@@ -92,10 +92,6 @@ export function launchRemote(cfg: QemuRemoteConfig, log: (m: string) => void): R
   log(`started ${path.basename(binary)} (pid ${pid}): ${argv.slice(setpriv ? 4 : 0).join(' ')}`);
 
   const state = new Int32Array(new SharedArrayBuffer(4 * STATE_WORDS));
-  const data: ForwarderData = { pid, fd: errRead, prefix: `device-task[${process.pid}]: qemu[${pid}]: `, state: state.buffer as SharedArrayBuffer };
-  const forwarder = new Worker(path.join(__dirname, 'stderr-forwarder.js'), { workerData: data });
-  forwarder.unref();
-
   const link = new SocketLink(linkFd);
   const qmp = new QmpClient(qmpFd);
   let stopped = false;
@@ -116,7 +112,17 @@ export function launchRemote(cfg: QemuRemoteConfig, log: (m: string) => void): R
     qmp.close();
     process.removeListener('exit', stop);
   };
+  // Registered before anything below can throw: from here on, every way out of the task stops the remote.
   process.on('exit', stop);
+
+  const data: ForwarderData = { pid, fd: errRead, prefix: `device-task[${process.pid}]: qemu[${pid}]: `, state: state.buffer as SharedArrayBuffer };
+  try {
+    new Worker(path.join(__dirname, 'stderr-forwarder.js'), { workerData: data }).unref();
+  } catch (e) {
+    stop();
+    closeQuietly(errRead);
+    throw new Error(`cannot start the stderr forwarder: ${(e as Error).message}`);
+  }
 
   try {
     qmp.waitRunning(Date.now() + cfg.startTimeoutMs);
