@@ -280,6 +280,29 @@ async function killedMidAccessTest(): Promise<void> {
   await dev.stop();
 }
 
+async function killedIdleTest(): Promise<void> {
+  const [vm, vcpu] = vm_create_with_one_vcpu(killed_guest);
+  vcpu_args_set(vcpu, MMIO_BAR);
+  const dev = spawn_qemu_device({ vm, device: 'pci-testdev', bars: { 0: { gpa: MMIO_BAR, size: MMIO_SIZE } } });
+  dev.closeChannelFds();
+  nextUcall(vcpu);
+  const qpid = dev.remote_pid();
+  TEST_ASSERT(qpid !== undefined, 'the device task has a qemu-system child');
+  // No access in flight: the task sits in a read of its channel when its remote dies.
+  process.kill(qpid, 'SIGKILL');
+  const status = await exitedWithin(dev);
+  vcpu_run(vcpu);
+  const m = run_mmio(vcpu);
+  const s = vm_ioregion_stats(vm)[0];
+  ksft_test_result(status?.code === 4 && exit_reason(vcpu) === KVM_EXIT_MMIO && m.physAddr === MMIO_BAR + 8n && s.failures === 1n,
+    `a remote killed while its task is idle ends the task at once (${show(status)}), so the next access takes the failure path ` +
+    `(${exit_reason_str(exit_reason(vcpu))}, ${errnoName(s.lastErrno)}) instead of reaching a dead device`);
+  le_store(m.data, 1, 0n);
+  nextUcall(vcpu);
+  kvm_vm_free(vm);
+  await dev.stop();
+}
+
 async function nvmeTest(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qemu-remote-nvme-'));
   const image = path.join(dir, 'nvme.img');
@@ -331,12 +354,13 @@ async function main(): Promise<void> {
   ksft_print_header();
   TEST_REQUIRE_QEMU();
   TEST_ASSERT(kvm_has_cap(KVM_CAP_IOREGIONFD), 'KVM_CAP_IOREGIONFD');
-  ksft_set_plan(23);
+  ksft_set_plan(24);
   await testdevTests();
   await nvmeTest();
   await channelCloseTest();
   await sigkillTaskTest();
   await killedMidAccessTest();
+  await killedIdleTest();
   await cannotStartTest();
   ksft_print_msg('every remote QEMU started here has exited');
   ksft_finished();
