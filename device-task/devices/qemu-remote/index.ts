@@ -79,7 +79,7 @@ export const qemuRemote: DeviceDefinition = {
     if (ram.length > MPQEMU_MAX_FDS) throw new Error(`the remote takes at most ${MPQEMU_MAX_FDS} guest memory regions, the manifest has ${ram.length}`);
     const remote = launchRemote(cfg, ctx.log);
     try {
-      const mapped = setUpRemoteDevice(remote.link, cfg, ram, ctx.eventfds, ctx.log);
+      const mapped = setUpRemoteDevice(remote.link, cfg, ram, ctx.eventfds, (m) => ctx.log(`qemu[${remote.pid}] ${m}`));
       remote.markServing();
       return new QemuBridge(remote.link, mapped, {
         log: ctx.log,

@@ -89,7 +89,7 @@ export function launchRemote(cfg: QemuRemoteConfig, log: (m: string) => void): R
     throw new Error(`cannot start ${argv[0]}`);
   }
   const pid = child.pid;
-  log(`started ${path.basename(binary)} (pid ${pid}): ${argv.slice(setpriv ? 4 : 0).join(' ')}`);
+  const commandLine = argv.slice(setpriv ? 4 : 0).join(' ');
 
   const state = new Int32Array(new SharedArrayBuffer(4 * STATE_WORDS));
   const link = new SocketLink(linkFd);
@@ -132,7 +132,7 @@ export function launchRemote(cfg: QemuRemoteConfig, log: (m: string) => void): R
     Atomics.wait(state, EOF_SEEN, 0, 1000);
     const status = zombieStatus(pid);
     const why = e instanceof QmpClosed && e.exited ? `exited while starting${status ? ` (${status})` : ''}; its stderr is above` : (e as Error).message;
-    throw new Error(`${cfg.device}: the remote ${why}`);
+    throw new Error(`${cfg.device}: the remote ${why} (pid ${pid}: ${commandLine})`);
   }
   return {
     pid,
