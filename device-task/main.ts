@@ -45,7 +45,7 @@ function main(): number {
   }
   let model;
   try {
-    model = def.create({ config: manifest.config, memory, eventfds, log });
+    model = def.create({ config: manifest.config, memory, eventfds, log, guestMemory: manifest.memory });
   } catch (e) {
     // A model rejects a config it cannot use when it is created: that is a bad manifest, not a crash.
     log(`device '${def.name}': bad config: ${(e as Error).message}`);

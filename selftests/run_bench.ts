@@ -56,6 +56,7 @@ export const RATIOS: RatioSpec[] = [
   { num: 'ioregionfd_read_rate_vcpus_4', den: 'ioregionfd_read_rate_vcpus_1' },
   { num: 'ioregionfd_read_rate_vcpus_2_shared', den: 'ioregionfd_read_rate_vcpus_2' },
   { num: 'ioregionfd_read_rate_vcpus_4_shared', den: 'ioregionfd_read_rate_vcpus_4' },
+  { num: 'qemu_bar_read_rtt', den: 'ioregionfd_read_rtt_ref' },
 ];
 
 export interface BenchOptions {

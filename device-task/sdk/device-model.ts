@@ -1,5 +1,6 @@
 // What a device model is: the interface every device under device-task/devices/ implements.
 
+import type { MemorySpec } from '../../proto/device-task-manifest';
 import type { EventSignal } from './eventfd';
 import type { GuestMemoryDma } from './guest-memory';
 
@@ -32,6 +33,11 @@ export interface DeviceModel {
 export interface DeviceContext {
   config: Record<string, unknown>;
   memory: GuestMemoryDma;
+  /**
+   * The manifest's guest RAM ranges with their memfds, for a model that hands guest RAM on to another
+   * process (qemu-remote); absent when the model runs in memory.
+   */
+  guestMemory?: readonly MemorySpec[];
   eventfds: Map<string, EventSignal>;
   log(message: string): void;
 }
