@@ -589,16 +589,6 @@ export function dieWithParent(): void {
 }
 
 /**
- * Set or clear FD_CLOEXEC on one descriptor (the flag is per descriptor, not per open file). A device
- * task marks the fds it inherited before it starts a program of its own, which must not keep them.
- */
-export function setCloseOnExec(fd: number, on: boolean): void {
-  const flags = c.fcntl(fd, 1 /* F_GETFD */, 0);
-  if (flags < 0) fail('fcntl(F_GETFD)');
-  if (c.fcntl(fd, 2 /* F_SETFD */, on ? flags | 1 : flags & ~1) < 0) fail('fcntl(F_SETFD)');
-}
-
-/**
  * exit_group(2): end the whole process at once with `code`, from any thread, running no exit
  * handlers. For a worker thread that must end its process while the main thread sits in a syscall.
  */

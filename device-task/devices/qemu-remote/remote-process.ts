@@ -14,7 +14,7 @@ import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { Worker } from 'worker_threads';
-import { closeQuietly, pipe, setCloseOnExec, socketpair } from '../../../proto/os';
+import { closeQuietly, pipe, socketpair } from '../../../proto/os';
 import { QEMU_BINARY, QemuRemoteConfig, qemuRemoteArgs } from './config';
 import { SocketLink } from './link';
 import { QmpClient, QmpClosed } from './qmp';
@@ -43,19 +43,6 @@ export function findOnPath(name: string): string | undefined {
   return undefined;
 }
 
-/** Mark every fd this process inherited (3 and up) close-on-exec. */
-function closeInheritedOnExec(): void {
-  for (const name of fs.readdirSync('/proc/self/fd')) {
-    const fd = Number(name);
-    if (fd < 3) continue;
-    try {
-      setCloseOnExec(fd, true);
-    } catch {
-      // the directory's own fd, already closed again
-    }
-  }
-}
-
 export interface RemoteProcess {
   pid: number;
   link: SocketLink;
@@ -75,7 +62,7 @@ export function launchRemote(cfg: QemuRemoteConfig, log: (m: string) => void): R
   const setpriv = findOnPath('setpriv');
   const argv = [...(setpriv ? [setpriv, '--pdeathsig', 'KILL', '--'] : []), binary, ...qemuRemoteArgs(cfg, REMOTE_LINK_FD, REMOTE_QMP_FD)];
 
-  closeInheritedOnExec();
+  // The task's manifest fds are close-on-exec already (checkManifestFds): QEMU gets only these.
   const [linkFd, remoteLinkFd] = socketpair('stream');
   const [qmpFd, remoteQmpFd] = socketpair('stream');
   const [errRead, errWrite] = pipe();
