@@ -99,19 +99,19 @@ function main(): void {
   // immediate_exit on a vCPU that has never run: the guest does not start.
   const thrower = vm_vcpu_add(vm, 1, guest_throws);
   vcpu_args_set(thrower, throwCounter);
-  thrower.run.setUint32(RUN.exit_reason, SENTINEL_EXIT, true);
-  thrower.run.setUint8(RUN.immediate_exit, 1);
+  thrower.kvmRun.setUint32(RUN.exit_reason, SENTINEL_EXIT, true);
+  thrower.kvmRun.setUint8(RUN.immediate_exit, 1);
   let r = __vcpu_run(thrower);
-  thrower.run.setUint8(RUN.immediate_exit, 0);
+  thrower.kvmRun.setUint8(RUN.immediate_exit, 0);
   ksft_test_result(r.ret === -1 && r.errno === EINTR && exit_reason(thrower) === SENTINEL_EXIT && le_value(addr_gpa2hva(vm, throwCounter, 8)) === 0n,
     `immediate_exit on a vCPU that never ran: EINTR, exit_reason untouched (0x${SENTINEL_EXIT.toString(16)}), no guest code ran (${run_result(r, thrower)})`);
 
   // immediate_exit after an exit: still nothing runs, twice in a row.
   expect_sync(vcpu, 1);
-  vcpu.run.setUint32(RUN.exit_reason, SENTINEL_EXIT, true);
-  vcpu.run.setUint8(RUN.immediate_exit, 1);
+  vcpu.kvmRun.setUint32(RUN.exit_reason, SENTINEL_EXIT, true);
+  vcpu.kvmRun.setUint8(RUN.immediate_exit, 1);
   const results = [__vcpu_run(vcpu), __vcpu_run(vcpu)];
-  vcpu.run.setUint8(RUN.immediate_exit, 0);
+  vcpu.kvmRun.setUint8(RUN.immediate_exit, 0);
   ksft_test_result(results.every((x) => x.ret === -1 && x.errno === EINTR) && exit_reason(vcpu) === SENTINEL_EXIT && count() === 1n,
     `immediate_exit after GUEST_SYNC: KVM_RUN fails EINTR twice, exit_reason stays 0x${SENTINEL_EXIT.toString(16)}, the guest counter stays 1 (${count()})`);
 
@@ -170,7 +170,7 @@ function main(): void {
 
   // Guest code that throws.
   r = __vcpu_run(thrower);
-  const suberror = thrower.run.getUint32(RUN.internal_suberror, true);
+  const suberror = thrower.kvmRun.getUint32(RUN.internal_suberror, true);
   const again = __vcpu_run(thrower);
   ksft_test_result(r.ret === 0 && exit_reason(thrower) === KVM_EXIT_INTERNAL_ERROR && suberror === KVM_INTERNAL_ERROR_EMULATION &&
     /deliberate guest bug/.test(r.detail) && again.ret === 0 && exit_reason(thrower) === KVM_EXIT_INTERNAL_ERROR && /deliberate guest bug/.test(again.detail),
@@ -191,10 +191,10 @@ function main(): void {
     `KVM_RUN on a vCPU with no guest entry point: KVM_EXIT_INTERNAL_ERROR (${run_result(r, empty)}: ${r.detail})`);
 
   // immediate_exit still wins over a terminal exit.
-  empty.run.setUint32(RUN.exit_reason, SENTINEL_EXIT, true);
-  empty.run.setUint8(RUN.immediate_exit, 1);
+  empty.kvmRun.setUint32(RUN.exit_reason, SENTINEL_EXIT, true);
+  empty.kvmRun.setUint8(RUN.immediate_exit, 1);
   r = __vcpu_run(empty);
-  empty.run.setUint8(RUN.immediate_exit, 0);
+  empty.kvmRun.setUint8(RUN.immediate_exit, 0);
   ksft_test_result(r.ret === -1 && r.errno === EINTR && exit_reason(empty) === SENTINEL_EXIT,
     `immediate_exit on a vCPU whose guest has ended: EINTR, exit_reason untouched (${run_result(r, empty)})`);
 

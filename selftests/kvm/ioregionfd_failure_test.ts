@@ -183,7 +183,7 @@ async function failureExit(): Promise<void> {
   const r = rig(true);
   closeQuietly(r.dev);
   vcpu_run(r.vcpu);
-  const run = r.vcpu.run;
+  const run = r.vcpu.kvmRun;
   const fields = {
     addr: run.getBigUint64(RUN.iofail_addr, true), len: run.getUint32(RUN.iofail_len, true), isWrite: run.getUint8(RUN.iofail_is_write),
     isPio: run.getUint8(RUN.iofail_is_pio), userData: run.getBigUint64(RUN.iofail_user_data, true), errno: run.getInt32(RUN.iofail_errno, true),
@@ -206,8 +206,8 @@ async function failureExit(): Promise<void> {
     closeQuietly(b);
     vcpu_run(vcpu);
     if (optIn) {
-      ksft_test_result(exit_reason(vcpu) === KVM_EXIT_IOREGIONFD_FAILURE && vcpu.run.getUint8(RUN.iofail_is_pio) === 1 &&
-        vcpu.run.getBigUint64(RUN.iofail_addr, true) === 0x5000n && vcpu.run.getUint32(RUN.iofail_len, true) === 4, 'a PIO failure exit has is_pio = 1 and the port');
+      ksft_test_result(exit_reason(vcpu) === KVM_EXIT_IOREGIONFD_FAILURE && vcpu.kvmRun.getUint8(RUN.iofail_is_pio) === 1 &&
+        vcpu.kvmRun.getBigUint64(RUN.iofail_addr, true) === 0x5000n && vcpu.kvmRun.getUint32(RUN.iofail_len, true) === 4, 'a PIO failure exit has is_pio = 1 and the port');
     } else {
       const io = run_io(vcpu);
       ksft_test_result(exit_reason(vcpu) === KVM_EXIT_IO && io.port === 0x5000 && io.size === 4 && io.count === 1, 'without the capability a PIO failure is an ordinary KVM_EXIT_IO');

@@ -199,8 +199,7 @@ function waiterLeavesQueue(): void {
   sleep(50);
   vcpu_kick(v1);
   TEST_ASSERT(__vcpu_run_wait(v1).errno === EINTR, 'vCPU 1 interrupted while queued');
-  closeQuietly(v1.fd);
-  v1.fd = -1;
+  v1.close();
   sleep(50);
   writeAnswer(dev, 0x11n);
   TEST_ASSERT(__vcpu_run_wait(v0).ret === 0, 'vCPU 0 first KVM_RUN');

@@ -23,7 +23,7 @@ export function guest_code(): void {
 }
 
 function kickWord(vcpu: KvmVcpu): Int32Array {
-  return new Int32Array(vcpu.run.buffer, RUN.emu_kick, 1);
+  return new Int32Array(vcpu.kvmRun.buffer, RUN.emu_kick, 1);
 }
 
 /** KVM_RUN until a ucall arrives; undefined if a KVM_RUN failed otherwise than with EINTR. */
@@ -70,8 +70,8 @@ function main(): void {
   vcpu_run(vcpu);
   TEST_ASSERT(exit_reason(vcpu) === KVM_EXIT_IO && run_io(vcpu).port === PORT, 'the guest stopped at its inl');
   le_store(run_io(vcpu).data, 4, 0x600dcafen);
-  vcpu.run.setUint32(RUN.exit_reason, KVM_EXIT_IOREGIONFD_FAILURE, true);
-  vcpu.run.setBigUint64(RUN.iofail_data, 0xbadn, true);
+  vcpu.kvmRun.setUint32(RUN.exit_reason, KVM_EXIT_IOREGIONFD_FAILURE, true);
+  vcpu.kvmRun.setBigUint64(RUN.iofail_data, 0xbadn, true);
   uc = nextUcall(vcpu);
   ksft_test_result(uc?.cmd === UCALL_SYNC && uc.args[1] === 4n && uc.args[2] === 0x600dcafen,
     `an overwritten exit_reason does not change how the IN completes (guest got 0x${uc?.args[2]?.toString(16)})`);

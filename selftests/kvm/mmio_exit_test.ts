@@ -142,9 +142,9 @@ function main(): void {
   vcpu_run(vcpu);
   fields = mmio_is(vcpu, COMPLETION_GPA, 4, false);
   le_store(run_mmio(vcpu).data, 8, 0x11223344n);
-  vcpu.run.setUint8(RUN.immediate_exit, 1);
+  vcpu.kvmRun.setUint8(RUN.immediate_exit, 1);
   const r = __vcpu_run(vcpu);
-  vcpu.run.setUint8(RUN.immediate_exit, 0);
+  vcpu.kvmRun.setUint8(RUN.immediate_exit, 0);
   const stillMmio = exit_reason(vcpu) === KVM_EXIT_MMIO;
   // Whatever is in mmio.data now must not matter: the read was completed by the EINTR'd KVM_RUN.
   le_store(run_mmio(vcpu).data, 8, 0xdeadbeefn);

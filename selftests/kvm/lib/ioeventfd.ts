@@ -4,31 +4,17 @@
 import * as fs from 'fs';
 import { IoctlResult } from '../../../proto/control';
 import { errnoName } from '../../../proto/errno';
-import { IOEVENTFD, KVM_IOEVENTFD, KVM_IOEVENTFD_FLAG_DEASSIGN } from '../../../proto/kvm-uapi';
+import { KVM_IOEVENTFD, KVM_IOEVENTFD_FLAG_DEASSIGN } from '../../../proto/kvm-uapi';
+import type { Ioeventfd } from '../../../vmm';
+import { kvmIoeventfd } from '../../../vmm/structs';
 import { eventfdRead, PollSet, POLLIN } from '../../../proto/os';
 import { __vm_ioctl, kvm_dev_pid, KvmVm, kvm_vm_free, open_kvm_dev_path, vm_create_barebones } from './kvm_util';
 import { msleep, TEST_ASSERT } from './test_util';
 
-export interface IoeventfdArgs {
-  datamatch?: bigint;
-  /** Guest physical address, or the port number with KVM_IOEVENTFD_FLAG_PIO. */
-  addr: bigint;
-  /** 0 (any length), 1, 2, 4 or 8. */
-  len: number;
-  fd: number;
-  flags?: number;
-}
+export type IoeventfdArgs = Ioeventfd;
 
 /** struct kvm_ioeventfd (64 bytes; the pad stays zero). */
-export function kvm_ioeventfd(a: IoeventfdArgs): Buffer {
-  const b = Buffer.alloc(IOEVENTFD.SIZE);
-  b.writeBigUInt64LE(BigInt.asUintN(64, a.datamatch ?? 0n), IOEVENTFD.datamatch);
-  b.writeBigUInt64LE(BigInt.asUintN(64, a.addr), IOEVENTFD.addr);
-  b.writeUInt32LE(a.len >>> 0, IOEVENTFD.len);
-  b.writeInt32LE(a.fd, IOEVENTFD.fd);
-  b.writeUInt32LE((a.flags ?? 0) >>> 0, IOEVENTFD.flags);
-  return b;
-}
+export const kvm_ioeventfd = kvmIoeventfd;
 
 /** KVM_IOEVENTFD, raw: {ret, errno}. */
 export function __vm_ioeventfd(vm: KvmVm, a: IoeventfdArgs): IoctlResult {

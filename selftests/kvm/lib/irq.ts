@@ -3,9 +3,8 @@
 
 import { IoctlResult } from '../../../proto/control';
 import { errnoName } from '../../../proto/errno';
-import {
-  IRQ_LEVEL, IRQFD, KVM_CREATE_IRQCHIP, KVM_IRQ_LINE, KVM_IRQFD, KVM_IRQFD_FLAG_DEASSIGN, KVM_IRQFD_FLAG_RESAMPLE,
-} from '../../../proto/kvm-uapi';
+import { KVM_CREATE_IRQCHIP, KVM_IRQ_LINE, KVM_IRQFD, KVM_IRQFD_FLAG_DEASSIGN, KVM_IRQFD_FLAG_RESAMPLE } from '../../../proto/kvm-uapi';
+import { kvmIrqfd, kvmIrqLevel } from '../../../vmm/structs';
 import { __vm_ioctl, KvmVm, vm_ioctl } from './kvm_util';
 import { TEST_ASSERT } from './test_util';
 
@@ -20,12 +19,7 @@ export function vm_create_irqchip(vm: KvmVm): void {
 }
 
 /** struct kvm_irq_level. */
-export function kvm_irq_level(irq: number, level: number): Buffer {
-  const b = Buffer.alloc(IRQ_LEVEL.SIZE);
-  b.writeUInt32LE(irq >>> 0, IRQ_LEVEL.irq);
-  b.writeUInt32LE(level >>> 0, IRQ_LEVEL.level);
-  return b;
-}
+export const kvm_irq_level = kvmIrqLevel;
 
 /** KVM_IRQ_LINE, raw. */
 export function _kvm_irq_line(vm: KvmVm, irq: number, level: number): IoctlResult {
@@ -39,12 +33,7 @@ export function kvm_irq_line(vm: KvmVm, irq: number, level: number): void {
 
 /** struct kvm_irqfd (32 bytes). */
 export function kvm_irqfd_struct(gsi: number, eventfd: number, flags: number, resamplefd = 0): Buffer {
-  const b = Buffer.alloc(IRQFD.SIZE);
-  b.writeInt32LE(eventfd, IRQFD.fd);
-  b.writeUInt32LE(gsi >>> 0, IRQFD.gsi);
-  b.writeUInt32LE(flags >>> 0, IRQFD.flags);
-  b.writeInt32LE(resamplefd, IRQFD.resamplefd);
-  return b;
+  return kvmIrqfd({ gsi, fd: eventfd, flags, resamplefd });
 }
 
 /** KVM_IRQFD, raw. */
