@@ -122,6 +122,22 @@ export function ksft_test_result_skip(desc: string): void {
   out(line(`ok ${ksft_test_num()} # SKIP ${desc}`));
 }
 
+/**
+ * ksft_test_result_code(): a named result with a code, as kselftest_harness reports it: `ok N name`,
+ * `ok N name # SKIP msg`, `ok N name # XFAIL msg`, or `not ok N name`.
+ */
+export function ksft_test_result_code(code: number, name: string, msg = ''): void {
+  const tail = msg ? ` ${msg}` : '';
+  if (code === KSFT_PASS) ksft_test_result_pass(name);
+  else if (code === KSFT_SKIP) {
+    cnt.skip++;
+    out(line(`ok ${ksft_test_num()} ${name} # SKIP${tail}`));
+  } else if (code === KSFT_XFAIL) {
+    cnt.xfail++;
+    out(line(`ok ${ksft_test_num()} ${name} # XFAIL${tail}`));
+  } else ksft_test_result_fail(name);
+}
+
 /** Report a test that failed as expected: `ok N # XFAIL desc`. */
 export function ksft_test_result_xfail(desc: string): void {
   cnt.xfail++;

@@ -1,6 +1,7 @@
 // Host-side assertions of the KVM selftests (include/test_util.h, lib/assert.c): the failure banner with the caller's file:line, exit 254, and requirement skips.
 
 import * as fs from 'node:fs';
+import { SourceMap } from 'node:module';
 import * as path from 'node:path';
 import { threadId } from 'node:worker_threads';
 import { EACCES, strerror } from '../../../proto/errno';
@@ -67,13 +68,34 @@ export function TEST_FAIL(message: string, errno?: ErrnoSource): never {
 export function TEST_REQUIRE(cond: unknown, text?: string): asserts cond {
   if (cond) return;
   const shown = text ?? callSite(TEST_REQUIRE, 'TEST_REQUIRE')?.args?.[0] ?? 'condition';
-  ksft_exit_skip(`- Requirement not met: ${shown}\n`);
+  skip(`- Requirement not met: ${shown}`);
 }
 
 /** __TEST_REQUIRE: skip the test (exit 4) unless `cond` holds, with a custom reason `- <text>`. */
 export function __TEST_REQUIRE(cond: unknown, text: string): asserts cond {
   if (cond) return;
-  ksft_exit_skip(`- ${text}\n`);
+  skip(`- ${text}`);
+}
+
+/**
+ * What a failed assertion or requirement ends: the whole program (exit 254 / skip), or, inside a
+ * kselftest_harness test, only that test (the harness installs a hook; the kernel forks per test).
+ */
+export interface AssertionHook {
+  fail(): never;
+  skip(reason: string): never;
+}
+
+let hook: AssertionHook | undefined;
+
+/** Install (or remove) the hook a test harness uses while a test runs. */
+export function setAssertionHook(h: AssertionHook | undefined): void {
+  hook = h;
+}
+
+function skip(reason: string): never {
+  if (hook) hook.skip(reason);
+  ksft_exit_skip(`${reason}\n`);
 }
 
 /** usleep for the host side, in milliseconds: blocks this thread (the vCPUs run in the kernel-model). */
@@ -98,6 +120,10 @@ function assertionFailed(loc: SourceLocation | undefined, expression: string, me
     for (const l of body.split('\n')) lines.push(`  ${l}`);
   }
   writeFdSync(2, `${lines.join('\n')}\n`);
+  if (hook) {
+    if (errno === EACCES) hook.skip('Access denied');
+    hook.fail();
+  }
   if (errno === EACCES) {
     writeFdSync(1, 'Access denied - Exiting, skipping test\n');
     process.exit(KSFT_SKIP);
@@ -115,13 +141,15 @@ function firstLine(text: string | undefined): string | undefined {
   return text.split('\n')[0];
 }
 
-function scalarsEqual(a: AssertScalar, b: AssertScalar): boolean {
+/** Equality as TEST_ASSERT_EQ sees it: a bigint equals an integer number of the same value. */
+export function scalarsEqual(a: AssertScalar, b: AssertScalar): boolean {
   if (typeof a === 'bigint' && typeof b === 'number') return Number.isInteger(b) && a === BigInt(b);
   if (typeof a === 'number' && typeof b === 'bigint') return Number.isInteger(a) && BigInt(a) === b;
   return Object.is(a, b) || a === b;
 }
 
-function formatScalar(v: AssertScalar): string {
+/** A value as C's %#lx shows it (integers), or quoted (strings). */
+export function formatScalar(v: AssertScalar): string {
   if (typeof v === 'string') return JSON.stringify(v);
   if (typeof v === 'boolean') return String(v);
   if (typeof v === 'number' && !Number.isSafeInteger(v)) return String(v);
@@ -133,13 +161,21 @@ function formatScalar(v: AssertScalar): string {
 
 /** The caller of `fn` and, when its source can be read, the text of the arguments it passed to `name`. */
 function callSite(fn: (...args: never[]) => unknown, name: string): { loc: SourceLocation; args?: string[] } | undefined {
-  const loc = callerLocation(fn);
+  const loc = stackLocation(fn);
   if (!loc) return undefined;
   const source = sourceLocation(loc);
   return { loc: source, args: callArgumentsAt(source, name) };
 }
 
-function callerLocation(fn: (...args: never[]) => unknown): SourceLocation | undefined {
+/** Where `fn` was called from, mapped to the source file and shown as the kernel shows it (x86/foo_test.c). */
+export function callerLocation(fn: (...args: never[]) => unknown): SourceLocation | undefined {
+  const loc = stackLocation(fn);
+  if (!loc) return undefined;
+  const source = sourceLocation(loc);
+  return { ...source, file: displayPath(source.file) };
+}
+
+function stackLocation(fn: (...args: never[]) => unknown): SourceLocation | undefined {
   const holder: { stack?: string } = {};
   const limit = Error.stackTraceLimit;
   // Someone may have set the limit to 0; one frame above `fn` is all that is needed.
@@ -191,18 +227,12 @@ function readText(file: string): string | undefined {
   return fileCache.get(file);
 }
 
-interface RawSourceMap {
-  sources?: string[];
-  sourceRoot?: string;
-  sourcesContent?: (string | null)[];
-  mappings?: string;
-}
+const mapCache = new Map<string, { map: SourceMap; dir: string } | undefined>();
 
-const mapCache = new Map<string, { map: RawSourceMap; dir: string } | undefined>();
-
-function loadSourceMap(jsFile: string): { map: RawSourceMap; dir: string } | undefined {
+/** The source map of a compiled .js file (`//# sourceMappingURL=`, a file or a data: URL), parsed by Node. */
+function loadSourceMap(jsFile: string): { map: SourceMap; dir: string } | undefined {
   if (mapCache.has(jsFile)) return mapCache.get(jsFile);
-  let found: { map: RawSourceMap; dir: string } | undefined;
+  let found: { map: SourceMap; dir: string } | undefined;
   const js = readText(jsFile);
   const url = js ? /\/\/[#@] sourceMappingURL=(\S+)\s*$/.exec(js)?.[1] : undefined;
   try {
@@ -210,11 +240,11 @@ function loadSourceMap(jsFile: string): { map: RawSourceMap; dir: string } | und
       const comma = url.indexOf(',');
       const payload = url.slice(comma + 1);
       const json = url.slice(0, comma).endsWith(';base64') ? Buffer.from(payload, 'base64').toString('utf8') : decodeURIComponent(payload);
-      found = { map: JSON.parse(json) as RawSourceMap, dir: path.dirname(jsFile) };
+      found = { map: new SourceMap(JSON.parse(json)), dir: path.dirname(jsFile) };
     } else if (url) {
       const mapFile = path.resolve(path.dirname(jsFile), decodeURIComponent(url));
       const text = readText(mapFile);
-      if (text !== undefined) found = { map: JSON.parse(text) as RawSourceMap, dir: path.dirname(mapFile) };
+      if (text !== undefined) found = { map: new SourceMap(JSON.parse(text)), dir: path.dirname(mapFile) };
     }
   } catch {
     found = undefined;
@@ -223,30 +253,9 @@ function loadSourceMap(jsFile: string): { map: RawSourceMap; dir: string } | und
   return found;
 }
 
-const BASE64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
-
-function decodeVlq(segment: string): number[] | undefined {
-  const values: number[] = [];
-  let value = 0;
-  let shift = 0;
-  for (const ch of segment) {
-    const digit = BASE64.indexOf(ch);
-    if (digit < 0) return undefined;
-    value += (digit & 31) * 2 ** shift;
-    if (digit & 32) {
-      shift += 5;
-    } else {
-      values.push(value % 2 === 1 ? -Math.floor(value / 2) : value / 2);
-      value = 0;
-      shift = 0;
-    }
-  }
-  return values;
-}
-
 /**
- * Map a generated .js position back to its original source through the file's source map
- * (`//# sourceMappingURL=`, a file or a data: URL). Positions that cannot be mapped come back unchanged.
+ * Map a generated .js position back to its original source through the file's source map, with
+ * Node's own source-map support. Positions that cannot be mapped come back unchanged.
  *
  * Stack traces of compiled selftests point into dist/; this is what makes a failure name the .ts
  * line instead. (When Node or ts-node already rewrote the stack, the position is not a mapped .js
@@ -254,43 +263,14 @@ function decodeVlq(segment: string): number[] | undefined {
  */
 export function sourceLocation(loc: SourceLocation): SourceLocation {
   const loaded = loc.file.endsWith('.js') ? loadSourceMap(loc.file) : undefined;
-  const mappings = loaded?.map.mappings;
-  const sources = loaded?.map.sources;
-  if (!loaded || mappings === undefined || !sources) return loc;
-  const wantLine = loc.line - 1;
-  const wantColumn = loc.column - 1;
-  // Source index, line and column are deltas that run on across generated lines; only the
-  // generated column restarts on each line, so every line up to the wanted one must be decoded.
-  let srcIndex = 0;
-  let srcLine = 0;
-  let srcColumn = 0;
-  const lines = mappings.split(';');
-  let best: { index: number; line: number; column: number; genColumn: number } | undefined;
-  let first: typeof best;
-  for (let l = 0; l <= wantLine && l < lines.length; l++) {
-    let genColumn = 0;
-    for (const seg of lines[l].split(',')) {
-      if (seg === '') continue;
-      const v = decodeVlq(seg);
-      if (!v || v.length === 0) return loc;
-      genColumn += v[0];
-      if (v.length < 4) continue;
-      srcIndex += v[1];
-      srcLine += v[2];
-      srcColumn += v[3];
-      if (l !== wantLine) continue;
-      const hit = { index: srcIndex, line: srcLine, column: srcColumn, genColumn };
-      first ??= hit;
-      if (genColumn <= wantColumn && (!best || genColumn >= best.genColumn)) best = hit;
-    }
-  }
-  const chosen = best ?? first;
-  const source = chosen ? sources[chosen.index] : undefined;
-  if (!chosen || source === undefined) return loc;
-  const file = path.resolve(loaded.dir, loaded.map.sourceRoot ?? '', source);
-  const content = loaded.map.sourcesContent?.[chosen.index];
+  if (!loaded) return loc;
+  const entry = loaded.map.findEntry(loc.line - 1, loc.column - 1) as { originalSource?: string; originalLine?: number; originalColumn?: number };
+  if (entry.originalSource === undefined || entry.originalLine === undefined || entry.originalColumn === undefined) return loc;
+  const payload = loaded.map.payload as { sourceRoot?: string; sources?: string[]; sourcesContent?: (string | null)[] };
+  const file = path.resolve(loaded.dir, payload.sourceRoot ?? '', entry.originalSource);
+  const content = payload.sourcesContent?.[payload.sources?.indexOf(entry.originalSource) ?? -1];
   if (typeof content === 'string' && !fileCache.has(file)) fileCache.set(file, content);
-  return { file, line: chosen.line + 1, column: chosen.column + 1 };
+  return { file, line: entry.originalLine + 1, column: entry.originalColumn + 1 };
 }
 
 /** The argument texts of the call to `name` at `loc`, whitespace collapsed; undefined if not recognisable. */
