@@ -253,4 +253,3 @@ export function createIoregionDevice(desc: DeviceDesc & IoregionFields, vcpu: Vc
   const dev = new IoregionDevice(desc, vcpu);
   return { bus: desc.bus, dev, close: () => dev.close() };
 }
-

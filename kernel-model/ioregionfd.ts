@@ -234,4 +234,3 @@ export const ioregionfdFeature: KvmFeature = {
     },
   },
 };
-

@@ -27,7 +27,7 @@
 
 import { EEXIST, EINVAL, ENXIO } from '../proto/errno';
 import { IRQ_LEVEL, KVM_CAP_IRQCHIP, KVM_CREATE_IRQCHIP, KVM_IRQ_LINE } from '../proto/kvm-uapi';
-import { IRQCHIP_SHARED, IRQCHIP_WORDS, NR_GSIS, setLine, SOURCE_RESAMPLE, SOURCE_USER, W_ACK, W_EOI_SEQ, W_RESAMPLE, W_TARGET } from './irqchip-state';
+import { IRQCHIP_SHARED, IRQCHIP_WORDS, NR_GSIS, setLine, SOURCE_USER, W_ACK, W_EOI_SEQ, W_RESAMPLE, W_TARGET } from './irqchip-state';
 import { ATTN_IRQ } from './vcpu-contract';
 import type { KvmFeature } from './kvm';
 import { fail } from './server';

@@ -80,6 +80,7 @@ export class KvmSystem {
 
   /** The system fd closed: destroy every VM, then end the process. */
   private async shutdown(): Promise<void> {
+    this.server.close();
     await Promise.all([...this.vms].map((vm) => vm.destroy()));
     this.onExit();
   }

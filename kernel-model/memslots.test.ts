@@ -25,7 +25,9 @@ function set(slots: Memslots, m: MemoryRegionArg, b: Backing | null = backing())
 }
 
 /** The failure check() throws for a request (the test fails if it does not throw). */
-function failure(t: { throws: (fn: () => unknown, e: { instanceOf: typeof IoctlFailure }) => unknown }, slots: Memslots, m: MemoryRegionArg, b: Backing | null = backing()): IoctlFailure {
+type Thrower = { throws: (fn: () => unknown, e: { instanceOf: typeof IoctlFailure }) => unknown };
+
+function failure(t: Thrower, slots: Memslots, m: MemoryRegionArg, b: Backing | null = backing()): IoctlFailure {
   return t.throws(() => slots.check(m, () => b ?? undefined), { instanceOf: IoctlFailure }) as IoctlFailure;
 }
 

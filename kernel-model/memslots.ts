@@ -108,8 +108,8 @@ export class Memslots {
     }
     // One address space, as on the measured host (KVM_CAP_MULTI_ADDRESS_SPACE 0: no SMM).
     if (asId >= 1) throw fail(EINVAL, `slot 0x${m.slot.toString(16)}: address space ${asId} does not exist (only 0)`);
-    if (m.guestPhysAddr + m.memorySize > U64) throw fail(EINVAL, `guest_phys_addr + memory_size wraps past 2^64`);
-    if (m.memorySize / PAGE > BigInt(KVM_MEM_MAX_NR_PAGES)) throw fail(EINVAL, `memory_size is more than KVM_MEM_MAX_NR_PAGES pages`);
+    if (m.guestPhysAddr + m.memorySize > U64) throw fail(EINVAL, 'guest_phys_addr + memory_size wraps past 2^64');
+    if (m.memorySize / PAGE > BigInt(KVM_MEM_MAX_NR_PAGES)) throw fail(EINVAL, 'memory_size is more than KVM_MEM_MAX_NR_PAGES pages');
 
     const old = this.byId.get(id);
     if (m.memorySize === 0n) {

@@ -27,7 +27,6 @@ import type { VcpuPort } from './vcpu-port';
 import { VcpuStopped, VcpuWaits } from './vcpu-wait';
 import { createWorkerDevice, DeviceDesc, WorkerDevice } from './worker-devices';
 
-
 const REPLY_OK = encodeReply({ ret: 0 });
 const REPLY_EINTR = encodeReply({ ret: -1, errno: EINTR });
 const ARG_REGS = ['rdi', 'rsi', 'rdx', 'rcx', 'r8', 'r9'] as const;

@@ -1,4 +1,5 @@
-// Cuts a SOCK_STREAM byte stream, whose chunks arrive split or coalesced at arbitrary points, back into fixed-size frames (32-byte ioregionfd messages by default).
+// Cuts a SOCK_STREAM byte stream, whose chunks arrive split or coalesced at arbitrary points, back into
+// fixed-size frames (32-byte ioregionfd messages by default).
 
 import { IOREGIONFD_MSG_SIZE } from './ioregionfd-wire';
 

@@ -27,7 +27,7 @@ for (const rel of ['selftests/kselftest.ts', 'selftests/kvm/lib/test_util.ts', '
 const PREAMBLE = [
   `const k = require(${JSON.stringify(path.join(MODULES, 'selftests', 'kselftest.js'))});`,
   `const u = require(${JSON.stringify(path.join(MODULES, 'selftests', 'kvm', 'lib', 'test_util.js'))});`,
-  `const { TEST_ASSERT, TEST_ASSERT_EQ, TEST_FAIL, TEST_REQUIRE, __TEST_REQUIRE, pr_info } = u;`,
+  'const { TEST_ASSERT, TEST_ASSERT_EQ, TEST_FAIL, TEST_REQUIRE, __TEST_REQUIRE, pr_info } = u;',
   '',
 ].join('\n');
 
@@ -185,7 +185,7 @@ test('the remaining exit helpers exit 0, 1, 2 and 3 after printing the totals', 
 });
 
 test('KSFT_TAP_LEVEL suppresses the TAP version line', async (t) => {
-  const { file } = program(`k.ksft_print_header();\nk.ksft_set_plan(0);\n`);
+  const { file } = program('k.ksft_print_header();\nk.ksft_set_plan(0);\n');
   const r = await run(file, { KSFT_TAP_LEVEL: '1' });
   t.is(r.stdout, '1..0\n');
 });
@@ -237,7 +237,7 @@ TEST_ASSERT(false,
 });
 
 test('a TEST_ASSERT failure with errno EACCES is a skip: exit 4', async (t) => {
-  const { file } = program(`TEST_ASSERT(false, 'open /dev/kvm', { errno: 13 });\n`);
+  const { file } = program('TEST_ASSERT(false, \'open /dev/kvm\', { errno: 13 });\n');
   const r = await run(file);
   t.is(r.code, 4);
   t.regex(r.stderr, /^==== Test Assertion Failure ====\n.*\n {2}pid=\d+ tid=0 errno=13 - Permission denied\n {2}open \/dev\/kvm\n$/);
@@ -260,8 +260,8 @@ TEST_ASSERT_EQ(exitReason, 17, 'exit reason');
 });
 
 test('TEST_ASSERT_EQ shows 0 as 0, negatives as 64-bit two\'s complement and strings quoted', async (t) => {
-  const a = program(`TEST_ASSERT_EQ(0, -1);\n`);
-  const b = program(`TEST_ASSERT_EQ('abc', "abd");\n`);
+  const a = program('TEST_ASSERT_EQ(0, -1);\n');
+  const b = program('TEST_ASSERT_EQ(\'abc\', "abd");\n');
   const [ra, rb] = await Promise.all([run(a.file), run(b.file)]);
   t.is(ra.stderr.split('\n')[3], '  0 != 0xffffffffffffffff (0 != -1)');
   t.is(rb.stderr.split('\n')[3], '  "abc" != "abd" (\'abc\' != "abd")');
@@ -270,7 +270,7 @@ test('TEST_ASSERT_EQ shows 0 as 0, negatives as 64-bit two\'s complement and str
 });
 
 test('TEST_FAIL fails unconditionally with the expression "false"', async (t) => {
-  const { file, line } = program(`TEST_FAIL('Unknown ucall 7');\n`, 'TEST_FAIL(');
+  const { file, line } = program('TEST_FAIL(\'Unknown ucall 7\');\n', 'TEST_FAIL(');
   const r = await run(file);
   t.is(r.code, 254);
   t.is(r.stderr.split('\n')[1], `  ${file}:${line}: false`);
@@ -290,8 +290,8 @@ TEST_REQUIRE(kvm_has_cap(136 /* KVM_CAP_IMMEDIATE_EXIT */));
 });
 
 test('TEST_REQUIRE with a text and __TEST_REQUIRE with a custom reason', async (t) => {
-  const a = program(`TEST_REQUIRE(false, 'KVM_CAP_IOREGIONFD');\n`);
-  const b = program(`__TEST_REQUIRE(true, 'x');\n__TEST_REQUIRE(false, 'ioregionfd needs a 64-bit host');\n`);
+  const a = program('TEST_REQUIRE(false, \'KVM_CAP_IOREGIONFD\');\n');
+  const b = program('__TEST_REQUIRE(true, \'x\');\n__TEST_REQUIRE(false, \'ioregionfd needs a 64-bit host\');\n');
   const [ra, rb] = await Promise.all([run(a.file), run(b.file)]);
   t.is(ra.stdout, '1..0 # SKIP - Requirement not met: KVM_CAP_IOREGIONFD\n');
   t.is(rb.stdout, '1..0 # SKIP - ioregionfd needs a 64-bit host\n');

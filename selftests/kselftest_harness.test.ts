@@ -107,16 +107,16 @@ h.TEST_F(f, 'two', async (self) => { await new Promise((r) => setTimeout(r, 5));
 });
 
 test('an exception is a failure with its stack; every test skipped exits 4', async (t) => {
-  const thrown = await run(`h.TEST('throws', () => { throw new Error('boom'); });`);
+  const thrown = await run('h.TEST(\'throws\', () => { throw new Error(\'boom\'); });');
   t.is(thrown.code, 1);
   t.regex(thrown.stdout, /unexpected exception: Error: boom/);
-  const skipped = await run(`h.TEST('a', () => h.SKIP('not here')); h.TEST('b', () => h.SKIP('nor here'));`);
+  const skipped = await run('h.TEST(\'a\', () => h.SKIP(\'not here\')); h.TEST(\'b\', () => h.SKIP(\'nor here\'));');
   t.is(skipped.code, 4);
   t.regex(skipped.stdout, /ok 1 global\.a # SKIP not here\n[^]*ok 2 global\.b # SKIP nor here/);
 });
 
 test('-l lists the tests without running them; -t runs only the named ones', async (t) => {
-  const body = `h.TEST('a', () => console.log('# ran a')); h.TEST('b', () => console.log('# ran b'));`;
+  const body = 'h.TEST(\'a\', () => console.log(\'# ran a\')); h.TEST(\'b\', () => console.log(\'# ran b\'));';
   const list = await run(body, ['-l']);
   t.is(list.code, 0);
   t.is(list.stdout, 'global.a\nglobal.b\n');

@@ -70,7 +70,6 @@ export interface BenchOptions {
   help: boolean;
 }
 
-
 const USAGE = `Usage: node dist/selftests/run_bench.js [options]     (npm run bench -- [options])
 Runs the kvm *_perf_test programs and prints their results and ratios.
 
@@ -170,7 +169,6 @@ interface ProgramRun {
 }
 
 let runningGroup: number | undefined;
-
 
 function runProgram(file: string, args: string[], timeoutS: number, label: string, verbose: boolean): Promise<ProgramRun> {
   return new Promise((resolve) => {
@@ -519,7 +517,8 @@ async function main(argv: readonly string[]): Promise<number> {
     machine,
     cases: cases.map((c) => ({
       name: c.name, unit: c.unit, median: c.skipped ? null : c.median, p10: c.skipped ? null : c.p10, p90: c.skipped ? null : c.p90,
-      ops: c.ops, runs: c.runs, samples: c.samples, timing: c.timing, program: c.program, ...(c.note ? { note: c.note } : {}), ...(c.skipped ? { skipped: c.skipped } : {}),
+      ops: c.ops, runs: c.runs, samples: c.samples, timing: c.timing, program: c.program,
+      ...(c.note ? { note: c.note } : {}), ...(c.skipped ? { skipped: c.skipped } : {}),
     })),
     ratios,
     targets,

@@ -34,7 +34,7 @@ setInterval(() => {}, 1000);
 `;
 
 /** Marks that it ran, which it never should. */
-const MUST_NOT_RUN = `require('fs').writeFileSync(require('path').join(__dirname, 'ran-' + require('path').basename(__filename)), '');\n`;
+const MUST_NOT_RUN = 'require(\'fs\').writeFileSync(require(\'path\').join(__dirname, \'ran-\' + require(\'path\').basename(__filename)), \'\');\n';
 
 function makeDir(name: string, files: Record<string, string>): string {
   const dir = path.join(TMP, name);
@@ -46,14 +46,14 @@ function makeDir(name: string, files: Record<string, string>): string {
 }
 
 const SUITE = makeDir('suite', {
-  'a_pass_test.js': `console.log('hello from a');\nconsole.error('to stderr');\n`,
-  'b_skip_test.js': `console.log('skipping b');\nprocess.exit(4);\n`,
-  'c_fail_test.js': `process.stdout.write('no newline');\nprocess.exitCode = 254;\n`,
+  'a_pass_test.js': 'console.log(\'hello from a\');\nconsole.error(\'to stderr\');\n',
+  'b_skip_test.js': 'console.log(\'skipping b\');\nprocess.exit(4);\n',
+  'c_fail_test.js': 'process.stdout.write(\'no newline\');\nprocess.exitCode = 254;\n',
   'd_hang_test.js': HANG,
   'e_perf_test.js': MUST_NOT_RUN,
   'lib/f_lib_test.js': MUST_NOT_RUN,
-  'sub/g_sub_test.js': `console.log('from a subfolder');\n`,
-  'h_signal_test.js': `process.kill(process.pid, 'SIGKILL');\n`,
+  'sub/g_sub_test.js': 'console.log(\'from a subfolder\');\n',
+  'h_signal_test.js': 'process.kill(process.pid, \'SIGKILL\');\n',
   'helper.js': MUST_NOT_RUN,
   'settings': '# per-collection settings\ntimeout=7\n',
 });

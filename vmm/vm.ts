@@ -145,7 +145,8 @@ export class Vm {
 
   /** KVM_SET_IOREGION with KVM_IOREGION_DEASSIGN: by exact (guest_paddr, memory_size) on the bus. */
   deassignIoregion(guestPaddr: bigint, memorySize: bigint, pio = false): void {
-    this.setIoregion({ guest_paddr: guestPaddr, memory_size: memorySize, read_fd: -1, write_fd: -1, flags: KVM_IOREGION_DEASSIGN | (pio ? KVM_IOREGION_PIO : 0) });
+    const flags = KVM_IOREGION_DEASSIGN | (pio ? KVM_IOREGION_PIO : 0);
+    this.setIoregion({ guest_paddr: guestPaddr, memory_size: memorySize, read_fd: -1, write_fd: -1, flags });
   }
 
   /** KVM_EMU_GET_IOREGION_STATS: every region's counters, in registration order. */

@@ -71,7 +71,7 @@ test('a model that throws at one offset/size is caught with that offset and size
   t.true(v.some((l) => l.includes('read(offset 0x5, size 2) threw Error: boom')), v.join('\n'));
 });
 
-test("a reset() that does not reset is caught by the sweep after writes + reset()", (t) => {
+test('a reset() that does not reset is caught by the sweep after writes + reset()', (t) => {
   const v = checkConformance(scratchDevice('no-reset'));
   t.true(v.some((l) => l.startsWith('after writes and reset():')), v.join('\n'));
 });

@@ -5,7 +5,6 @@
 import { sizeMask as mask } from '../../proto/ioregionfd-wire';
 import type { DeviceDefinition } from '../sdk/device-model';
 
-
 export const testdev: DeviceDefinition = {
   name: 'testdev',
   description: 'kvm-unit-tests echo device: one 64-bit value, written and read back at any offset',

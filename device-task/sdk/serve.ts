@@ -180,4 +180,3 @@ export function serveDevice(model: DeviceModel, opts: ServeOptions): number {
     return EXIT_INTERNAL;
   }
 }
-

@@ -174,7 +174,7 @@ function main(): void {
   const again = __vcpu_run(thrower);
   ksft_test_result(r.ret === 0 && exit_reason(thrower) === KVM_EXIT_INTERNAL_ERROR && suberror === KVM_INTERNAL_ERROR_EMULATION &&
     /deliberate guest bug/.test(r.detail) && again.ret === 0 && exit_reason(thrower) === KVM_EXIT_INTERNAL_ERROR && /deliberate guest bug/.test(again.detail),
-    `guest code that throws: KVM_EXIT_INTERNAL_ERROR, suberror ${suberror}, the exception in the detail, again on the next KVM_RUN (${r.detail.split('\n')[0]})`);
+  `guest code that throws: KVM_EXIT_INTERNAL_ERROR, suberror ${suberror}, the exception in the detail, again on the next KVM_RUN (${r.detail.split('\n')[0]})`);
 
   // Guest code that returns.
   const returner = vm_vcpu_add(vm, 2, guest_returns);

@@ -110,7 +110,9 @@ function controlFds(vm: KvmVm, sock: number): void {
 
 function overlaps(vm: KvmVm, sock: number): void {
   const reg = (paddr: bigint, size: bigint, flags = 0) =>
-    __vm_set_ioregion(vm, { guest_paddr: paddr, memory_size: size, read_fd: sock, write_fd: sock, flags: flags | (size === 0n ? KVM_IOREGION_POSTED_WRITES : 0) });
+    __vm_set_ioregion(vm, {
+      guest_paddr: paddr, memory_size: size, read_fd: sock, write_fd: sock, flags: flags | (size === 0n ? KVM_IOREGION_POSTED_WRITES : 0),
+    });
   const A = MMIO_BASE + 0x10000n;
   expectErrno(reg(A, 0x100n), 0, 'region [A, A+0x100)');
   const rows: [string, bigint, bigint, number, number][] = [
@@ -259,7 +261,7 @@ async function main(): Promise<void> {
   const efd = eventfd();
   ksft_test_result(__vm_set_ioregion(vm, { guest_paddr: MMIO_BASE + 0x40000n, memory_size: 8n, read_fd: r, write_fd: w }).ret === 0 &&
     __vm_set_ioregion(vm, { guest_paddr: MMIO_BASE + 0x40008n, memory_size: 8n, read_fd: efd, write_fd: efd }).ret === 0,
-    'any fd is accepted at registration (pipes; even an eventfd, which then fails at access time)');
+  'any fd is accepted at registration (pipes; even an eventfd, which then fails at access time)');
   kvm_vm_free(vm);
   [sock, peer, r, w, efd].forEach(closeQuietly);
   capabilities();

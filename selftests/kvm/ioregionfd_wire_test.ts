@@ -116,7 +116,9 @@ function setup(guest: GuestCode, region: { paddr?: bigint; size: bigint; flags?:
     [kvmRead, kvmWrite, cmdFd, respFd] = [a, a, b, b];
     fds.push(a, b);
   }
-  vm_set_ioregion(vm, { guest_paddr: region.paddr ?? R, memory_size: region.size, user_data: region.userData ?? 0n, read_fd: kvmRead, write_fd: kvmWrite, flags: region.flags ?? 0 });
+  vm_set_ioregion(vm, {
+    guest_paddr: region.paddr ?? R, memory_size: region.size, user_data: region.userData ?? 0n, read_fd: kvmRead, write_fd: kvmWrite, flags: region.flags ?? 0,
+  });
   return { vm, vcpu, cmdFd, respFd, close: () => { kvm_vm_free(vm); fds.forEach(closeQuietly); } };
 }
 
@@ -143,7 +145,10 @@ function sizes(): void {
     `4-byte WRITE of 0x11223344 at offset 0x14, user_data 0xABCD is the spec's image (${hex(w4)})`);
   const want = [[1, 1, 0x10n, 0x7fn], [1, 2, 0x12n, 0xbeefn], [1, 4, 0x14n, 0x11223344n], [1, 8, 0x18n, 0x8877665544332211n],
     [0, 1, 1n, 0n], [0, 2, 2n, 0n], [0, 4, 4n, 0n], [0, 8, 8n, 0n]] as const;
-  ksft_test_result(commands.every((c, i) => c.cmd.cmd === want[i][0] && c.cmd.size === want[i][1] && c.cmd.offset === want[i][2] && c.cmd.data === want[i][3] && c.cmd.userData === 0xabcdn && c.cmd.resp),
+  const matches = (c: (typeof commands)[number], i: number) =>
+    c.cmd.cmd === want[i][0] && c.cmd.size === want[i][1] && c.cmd.offset === want[i][2] && c.cmd.data === want[i][3] &&
+    c.cmd.userData === 0xabcdn && c.cmd.resp;
+  ksft_test_result(commands.every(matches),
     'cmd, size, region-relative offset, user_data and zero-extended write data of every command; resp set on reads and non-posted writes');
   ksft_test_result(commands.slice(0, 4).every((c, i) => c.bytes[1] === ([0, 1, 2, 3][i] | 0x10)), 'v3 byte 1: size_exponent 0/1/2/3 for 1/2/4/8 bytes with resp in bit 4');
   ksft_test_result(reads.join(',') === [0x88n, 0x7788n, 0x55667788n, 0x1122334455667788n].join(','),
@@ -228,7 +233,8 @@ function stringPio(): void {
   let n = 0;
   const { commands } = runServing(s.vcpu, [s], (c) => (c.cmd.resp ? (c.cmd.cmd === 0 ? [0xaaaan, 0xbbbbn][n++] : 0n) : undefined));
   TEST_ASSERT(ucallOf(s).cmd === UCALL_DONE, 'string pio done');
-  const outsOk = commands.slice(0, 3).every((c, i) => c.cmd.cmd === 1 && c.cmd.size === 2 && c.cmd.offset === 0n && c.cmd.data === [0x2211n, 0x4433n, 0x6655n][i]);
+  const outsOk = commands.slice(0, 3).every((c, i) =>
+    c.cmd.cmd === 1 && c.cmd.size === 2 && c.cmd.offset === 0n && c.cmd.data === [0x2211n, 0x4433n, 0x6655n][i]);
   ksft_test_result(commands.length === 5 && outsOk, 'rep outsw of 3 elements: three 2-byte commands at the same offset, in order');
   ksft_test_result(le_value(addr_gpa2hva(s.vm, buf + 8n, 4), 4) === 0xbbbbaaaan, 'rep insw of 2 elements: two reads land in guest memory in order');
   s.close();

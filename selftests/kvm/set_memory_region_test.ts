@@ -314,7 +314,8 @@ function test_readonly_memory_region(): void {
 
   vcpu_run(vcpu);
   const m = run_mmio(vcpu);
-  ksft_test_result(exit_reason(vcpu) === KVM_EXIT_MMIO && m.isWrite && m.len === 8 && m.physAddr === READONLY_GPA && m.data.subarray(0, 8).every((b, i) => b === Number((0xdeadbeefn >> BigInt(8 * i)) & 0xffn)),
+  const data = m.data.subarray(0, 8).every((b, i) => b === Number((0xdeadbeefn >> BigInt(8 * i)) & 0xffn));
+  ksft_test_result(exit_reason(vcpu) === KVM_EXIT_MMIO && m.isWrite && m.len === 8 && m.physAddr === READONLY_GPA && data,
     `a guest write to it exits KVM_EXIT_MMIO with is_write, len 8, phys_addr and data (exit ${exit_reason(vcpu)}, len ${m.len})`);
 
   vcpu_run(vcpu);

@@ -27,7 +27,8 @@ function main(): void {
 
   vcpu_run(vcpu);
   uc = get_ucall(vcpu);
-  ksft_test_result(uc.cmd === UCALL_SYNC && uc.args[1] === 2n && uc.args[2] === 42n && uc.args[3] === 7n && uc.args[4] === 49n && uc.args[5] === 0xffffffffffffffffn,
+  const args = uc.args[2] === 42n && uc.args[3] === 7n && uc.args[4] === 49n && uc.args[5] === 0xffffffffffffffffn;
+  ksft_test_result(uc.cmd === UCALL_SYNC && uc.args[1] === 2n && args,
     'GUEST_SYNC_ARGS carries the stage and four 64-bit arguments');
 
   vcpu_run(vcpu);

@@ -70,7 +70,7 @@ export function setUpRemoteDevice(
 
 export const qemuRemote: DeviceDefinition = {
   name: 'qemu-remote',
-  description: "a QEMU PCI device model in a multi-process QEMU remote (-machine x-remote): its BARs as ioregions, INTx through an irqfd",
+  description: 'a QEMU PCI device model in a multi-process QEMU remote (-machine x-remote): its BARs as ioregions, INTx through an irqfd',
   // The window depends on the QEMU device; this is what the conformance suite sweeps of BAR0.
   regionSize: 0x100,
   create(ctx) {

@@ -313,7 +313,8 @@ const qemuHere = fs.existsSync(DIST_BRIDGE) && /^x-remote\s/m.test(spawnSync('qe
 
 (qemuHere ? test : test.skip)("qemu-remote passes the conformance suite against QEMU's pci-testdev (skipped without qemu-system-x86_64)", (t) => {
   // The compiled bridge: its stderr forwarder runs as a worker thread from dist/.
-  // eslint-disable-next-line @typescript-eslint/no-var-requires
+
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- the compiled module, loaded at run time
   const { qemuRemote } = require(DIST_BRIDGE) as typeof import('./index');
   const created: { close(): void }[] = [];
   const tracked: DeviceDefinition = {

@@ -131,4 +131,3 @@ export function launchRemote(cfg: QemuRemoteConfig, log: (m: string) => void): R
     stop,
   };
 }
-

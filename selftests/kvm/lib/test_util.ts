@@ -1,4 +1,5 @@
-// Host-side assertions of the KVM selftests (include/test_util.h, lib/assert.c): the failure banner with the caller's file:line, exit 254, and requirement skips.
+// Host-side assertions of the KVM selftests (include/test_util.h, lib/assert.c): the failure banner
+// with the caller's file:line, exit 254, and requirement skips.
 
 import * as fs from 'node:fs';
 import { SourceMap } from 'node:module';
