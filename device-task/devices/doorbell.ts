@@ -37,4 +37,6 @@ export const doorbell: DeviceDefinition = {
     };
   },
   listen: ['doorbell'],
+  config: { mailbox: 'guest physical address of the request (u64); the answer goes to mailbox + 8 (default 0x0)' },
+  eventfds: { doorbell: 'the ioeventfd the guest rings', irq: 'the irqfd raised after each answer' },
 };

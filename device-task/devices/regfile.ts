@@ -29,6 +29,7 @@ export const regfile: DeviceDefinition = {
   name: 'regfile',
   description: 'register file with W1C status, a DMA engine over guest memory and an irqfd interrupt',
   regionSize: 0x40,
+  eventfds: { irq: 'the irqfd raised when a DMA completes with interrupts enabled' },
   create(ctx) {
     let reads = 0n;
     const regs: RegisterSpace = new RegisterSpace([

@@ -19,6 +19,8 @@ export const rendezvous: DeviceDefinition = {
   name: 'rendezvous',
   description: "a READ signals eventfd 'out' and waits for 'in': 1 if the partner came within timeout_ms, else 0",
   regionSize: 8,
+  config: { timeout_ms: 'how long a READ waits for the partner (default 5000)' },
+  eventfds: { out: 'signalled at each READ', in: "the partner's 'out'" },
   create(ctx) {
     const raw = ctx.config.timeout_ms ?? RENDEZVOUS_DEFAULT_TIMEOUT_MS;
     const timeoutMs = typeof raw === 'string' && raw.trim() !== '' ? Number(raw) : raw;

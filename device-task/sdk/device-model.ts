@@ -50,5 +50,9 @@ export interface DeviceDefinition {
   regionSize: number;
   /** Eventfds (by manifest name) whose readability wakes the model (doorbells); the others are outputs (irqfds). */
   listen?: string[];
+  /** The config keys the model understands, each with what it means (shown by `ioregionfd-emu devices`). */
+  config?: Record<string, string>;
+  /** The named eventfds the model uses, each with its role. */
+  eventfds?: Record<string, string>;
   create(ctx: DeviceContext): DeviceModel;
 }

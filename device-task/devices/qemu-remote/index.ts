@@ -73,6 +73,15 @@ export const qemuRemote: DeviceDefinition = {
   description: 'a QEMU PCI device model in a multi-process QEMU remote (-machine x-remote): its BARs as ioregions, INTx through an irqfd',
   // The window depends on the QEMU device; this is what the conformance suite sweeps of BAR0.
   regionSize: 0x100,
+  config: {
+    device: "the QEMU -device driver: 'pci-testdev', 'nvme', 'virtio-blk-pci', ... (required)",
+    bars: 'BAR number -> { gpa, size, pio }: where the guest finds each BAR it uses (required)',
+    drive: 'a raw disk image attached as the device\'s drive',
+    qemu: 'the qemu-system-x86_64 binary (default: found on PATH)',
+    start_timeout_ms: 'how long the remote may take to start (default 15000)',
+    '(any other key)': 'a -device property, key=value',
+  },
+  eventfds: { [INTX_EVENTFD]: 'the irqfd the device\'s INTx drives', [INTX_RESAMPLE_EVENTFD]: 'its resamplefd (end of interrupt)' },
   create(ctx) {
     const cfg = parseQemuRemoteConfig(ctx.config);
     const ram = ctx.guestMemory ?? [];
