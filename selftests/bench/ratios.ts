@@ -1,0 +1,38 @@
+// What the benchmarks report: every case in display order, and the ratios that matter with their
+// targets. A new *_perf_test program adds its cases and ratios here.
+
+/** Every case of the issue's table (and the extra floor_node_posted_rate and mmio_exit_rtt), in display order. */
+export const CASE_ORDER = [
+  'floor_c_rtt', 'floor_node_rtt', 'ioregionfd_read_rtt', 'ioregionfd_read_rtt_1000_regions', 'ioregionfd_write_rtt',
+  'exit_path_read_rtt', 'mmio_exit_rtt', 'floor_c_posted_rate', 'floor_node_posted_rate', 'ioregionfd_posted_write_rate', 'ioeventfd_write_rate',
+  'ioregionfd_read_rate_vcpus_1', 'ioregionfd_read_rate_vcpus_2', 'ioregionfd_read_rate_vcpus_4',
+  'ioregionfd_read_rate_vcpus_2_shared', 'ioregionfd_read_rate_vcpus_4_shared',
+];
+
+export interface RatioSpec {
+  num: string;
+  den: string;
+  /** The issue's target for this ratio, if it has one. */
+  target?: { op: '<=' | '>='; value: number };
+}
+
+/**
+ * The ratios the issue asks for, then the ones that describe vCPU scaling and the shared fd's cost.
+ * Two cases of one program were measured round by round alternately, so their ratio is the median
+ * of the per-round ratios ("paired"), which cancels the drift of a shared machine between rounds.
+ */
+export const RATIOS: RatioSpec[] = [
+  { num: 'ioregionfd_read_rtt', den: 'floor_c_rtt', target: { op: '<=', value: 1.3 } },
+  { num: 'ioregionfd_read_rtt', den: 'floor_node_rtt' },
+  { num: 'exit_path_read_rtt', den: 'ioregionfd_read_rtt', target: { op: '>=', value: 2.2 } },
+  { num: 'ioregionfd_posted_write_rate', den: 'floor_c_posted_rate', target: { op: '>=', value: 0.75 } },
+  { num: 'ioregionfd_read_rtt_1000_regions', den: 'ioregionfd_read_rtt', target: { op: '<=', value: 1.05 } },
+  { num: 'ioregionfd_posted_write_rate', den: 'floor_node_posted_rate' },
+  { num: 'mmio_exit_rtt', den: 'ioregionfd_read_rtt' },
+  { num: 'floor_node_rtt', den: 'floor_c_rtt' },
+  { num: 'ioregionfd_read_rate_vcpus_2', den: 'ioregionfd_read_rate_vcpus_1' },
+  { num: 'ioregionfd_read_rate_vcpus_4', den: 'ioregionfd_read_rate_vcpus_1' },
+  { num: 'ioregionfd_read_rate_vcpus_2_shared', den: 'ioregionfd_read_rate_vcpus_2' },
+  { num: 'ioregionfd_read_rate_vcpus_4_shared', den: 'ioregionfd_read_rate_vcpus_4' },
+  { num: 'qemu_bar_read_rtt', den: 'ioregionfd_read_rtt_ref' },
+];
