@@ -13,4 +13,7 @@ export {
 } from './device-task';
 export type { Ioeventfd, Ioregion, Irqfd, UserMemoryRegion } from './structs';
 export { KvmError } from '../proto/errors';
+export type { IoctlResult } from '../proto/control';
+export type { Mapping } from '../proto/os';
+export type { MemorySpec, Transport } from '../proto/device-task-manifest';
 export * from '../proto/kvm-uapi';

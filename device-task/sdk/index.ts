@@ -8,5 +8,5 @@ export { GuestMemoryDma } from './guest-memory';
 export { Eventfd, type EventSignal, type EventWaiter } from './eventfd';
 export { EXIT_INTERNAL, EXIT_OK, EXIT_PROTOCOL, serveDevice, type ServeOptions } from './serve';
 export { EXIT_BAD_MANIFEST, runDeviceTask } from './run';
-export { checkConformance, fakeDeviceContext, type ConformanceOptions } from './conformance';
-export { MANIFEST_ENV, type DeviceTaskManifest } from '../../proto/device-task-manifest';
+export { checkConformance, fakeDeviceContext, type ConformanceOptions, type FakeContextOptions, type FakeDeviceContext, RecordingSignal } from './conformance';
+export { MANIFEST_ENV, type ChannelSpec, type DeviceTaskManifest, type MemorySpec, type Transport } from '../../proto/device-task-manifest';
