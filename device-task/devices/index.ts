@@ -3,6 +3,7 @@
 import type { DeviceDefinition } from '../sdk/device-model';
 import { doorbell } from './doorbell';
 import { mirror } from './mirror';
+import { nvme } from './nvme';
 import { regfile } from './regfile';
 import { rendezvous } from './rendezvous';
 import { testdev } from './testdev';
@@ -13,4 +14,5 @@ export const DEVICES: Record<string, DeviceDefinition> = {
   [doorbell.name]: doorbell,
   [mirror.name]: mirror,
   [rendezvous.name]: rendezvous,
+  [nvme.name]: nvme,
 };
