@@ -581,6 +581,8 @@ export class NvmeController implements DeviceModel {
       this.logError({ sqid: sq.id, cid, status, location: 0xffff, lba: this.errorLba, nsid: cmd.nsid });
     }
     this.complete(sq, cid, status, this.dw0, this.dw1);
+    // An admin command may have unmasked an event type (a log page read): after its own completion.
+    if (sq.id === 0) this.deliverEvents();
   }
 
   /** Post a completion for a command of `sq`, or keep it until its CQ has room. */
@@ -739,7 +741,6 @@ export class NvmeController implements DeviceModel {
   logPageRead(lid: number): void {
     if (lid === LID.ERROR_INFO) this.maskedEvents.delete(AER_TYPE_ERROR);
     if (lid === LID.SMART) this.maskedEvents.delete(1);
-    this.deliverEvents();
   }
 
   logError(e: Omit<ErrorEntry, 'count'>): void {
