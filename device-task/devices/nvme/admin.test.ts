@@ -281,7 +281,9 @@ test('AER is held until an event; an invalid doorbell completes it with type Err
   const cid = h.queue(0, { opcode: AER });
   h.ringSq(0);
   t.deepEqual(h.reap(0), [], 'held');
+  const irqs = h.irqs(0);
   h.write(0x1000 + 8 * 5, 1); // SQ 5 does not exist
+  t.is(h.irqs(0), irqs + 1, 'the AER\'s completion interrupts on vector 0');
   const [c] = h.reap(0);
   t.is(c.cid, cid);
   t.is(c.status, 0);

@@ -476,10 +476,15 @@ export class NvmeController implements DeviceModel {
         }
         if (this.shadowDb && this.processing() && this.publishEventIdx()) this.rerun = true;
       } while (this.rerun && this.processing());
-      for (let v = 0; v < this.vectors; v++) if (this.vectorPending[v] > 0) this.raise(v);
+      this.raisePending();
     } finally {
       this.running = false;
     }
+  }
+
+  /** Raise every vector with completions waiting (the end of a pass, or a completion posted outside one). */
+  private raisePending(): void {
+    for (let v = 0; v < this.vectors; v++) if (this.vectorPending[v] > 0) this.raise(v);
   }
 
   /** Commands per arbitration turn: 2^AB, AB 7 meaning no limit. */
@@ -720,6 +725,8 @@ export class NvmeController implements DeviceModel {
     if (this.events.length >= MAX_QUEUED_EVENTS) return;
     this.events.push({ type, info, lid });
     this.deliverEvents();
+    // An event raised by a doorbell write happens outside a processing pass: its AER's interrupt too.
+    if (!this.running) this.raisePending();
   }
 
   /** Complete held AERs with queued events of types not masked (a delivered type stays masked until its log is read). */
