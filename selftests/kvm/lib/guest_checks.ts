@@ -5,7 +5,7 @@
 import { EINTR, strerror } from '../../../proto/errno';
 import { ksft_print_msg, ksft_test_result } from '../../kselftest';
 import { ucall } from './guest';
-import { __vcpu_run, exit_reason, exit_reason_str, KvmVcpu } from './kvm_util';
+import { __vcpu_run, __vcpu_run_wait, exit_reason, exit_reason_str, KvmVcpu } from './kvm_util';
 import { get_ucall, REPORT_GUEST_ASSERT, Ucall, UCALL_ABORT, UCALL_DONE, UCALL_NONE, UCALL_SYNC } from './ucall_common';
 import { TEST_ASSERT } from './test_util';
 
@@ -20,11 +20,14 @@ export function GUEST_CHECK(index: number, ok: boolean, detail = ''): void {
 /**
  * Host side: run the vCPU until its next ucall that is not a check result, reporting each check on
  * the way as `ok N <name>`. Exits other than ucalls go to `onExit` (it completes them and returns
- * true). Returns that ucall (SYNC or DONE); a guest assertion fails the test.
+ * true). Returns that ucall (SYNC or DONE); a guest assertion fails the test. With `started`, the
+ * first KVM_RUN was already sent with __vcpu_run_start (another vCPU ran meanwhile).
  */
-export function guest_checks_run(vcpu: KvmVcpu, names: readonly string[], seen: Set<number>, onExit?: (vcpu: KvmVcpu) => boolean): Ucall {
+export function guest_checks_run(vcpu: KvmVcpu, names: readonly string[], seen: Set<number>, onExit?: (vcpu: KvmVcpu) => boolean, started = false): Ucall {
   for (;;) {
-    const r = __vcpu_run(vcpu);
+    // `started`: a KVM_RUN was already sent (__vcpu_run_start): take its reply first.
+    const r = started ? __vcpu_run_wait(vcpu) : __vcpu_run(vcpu);
+    started = false;
     if (r.ret !== 0) {
       TEST_ASSERT(r.errno === EINTR, `KVM_RUN failed, errno ${r.errno} (${strerror(r.errno)}): ${r.detail}`, r.errno);
       continue;
