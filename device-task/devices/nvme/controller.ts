@@ -7,8 +7,12 @@
 // arbitration in force (round robin, or weighted round robin with an urgent class) and execute their
 // commands one burst at a time while their completion queue has room; with shadow doorbells, publish
 // each queue's EventIdx and re-read the shadow tails before stopping, so a submission that raced the
-// pass is never left waiting. Interrupts for the completions of a pass are raised when it ends (or
-// mid-pass once Interrupt Coalescing's threshold is reached). A command's completion is posted
+// pass is never left waiting. Interrupts: a completion posted to a CQ the host had emptied interrupts
+// at once; while the host is still behind, later completions wait, and a pass that leaves unconsumed
+// entries posted after the last interrupt ends with one more (a few interrupts per batch, none
+// lost: the host may have scanned past a slot just before it was written). With
+// Interrupt Coalescing set, an I/O vector is instead raised every THR + 1 completions and at the end
+// of a pass (the aggregation time cannot be timed: there is no timer). A command's completion is posted
 // before the next command is fetched, except AERs (held until an event) and completions that find
 // their queue full (kept in order until the host frees entries; the SQ is not fetched meanwhile).
 //
@@ -415,9 +419,10 @@ export class NvmeController implements DeviceModel {
     } else {
       if (q.shadow && qid !== 0) this.refreshHead(q);
       else if (!q.validHead(v)) return this.doorbellError(AER_INFO_INVALID_DOORBELL_VALUE, qid);
-      else {
+      else if (v !== q.head) {
         q.head = v;
         if (q.shadow) Atomics.store(q.shadow.db, q.shadow.index, v);
+        this.headMoved(q);
       }
     }
     this.run();
@@ -447,7 +452,16 @@ export class NvmeController implements DeviceModel {
       return false;
     }
     cq.head = h;
+    this.headMoved(cq);
     return true;
+  }
+
+  /**
+   * The host consumed entries of a CQ. Once it has emptied the queue, the next entry interrupts at
+   * once; if it is still behind, the end of the pass announces what it has not seen.
+   */
+  private headMoved(cq: CompletionQueue): void {
+    if (cq.used === 0) cq.irqArmed = true;
   }
 
   private doorbellError(info: number, qid: number): void {
@@ -476,15 +490,37 @@ export class NvmeController implements DeviceModel {
         }
         if (this.shadowDb && this.processing() && this.publishEventIdx()) this.rerun = true;
       } while (this.rerun && this.processing());
-      this.raisePending();
+      this.endOfPassInterrupts();
     } finally {
       this.running = false;
     }
   }
 
-  /** Raise every vector with completions waiting (the end of a pass, or a completion posted outside one). */
+  /** Raise every vector with completions waiting (coalesced vectors, or a completion posted outside a pass). */
   private raisePending(): void {
     for (let v = 0; v < this.vectors; v++) if (this.vectorPending[v] > 0) this.raise(v);
+  }
+
+  /** End of a pass: no entry may stay posted, unconsumed and unannounced. */
+  private endOfPassInterrupts(): void {
+    for (const cq of this.cqs) {
+      if (!cq || !cq.ien || cq.unsignalled === 0 || this.coalesced(cq)) continue;
+      if (cq.shadow) this.refreshHead(cq);
+      if (cq.unsignalled > 0 && cq.used > 0) this.interrupt(cq);
+    }
+    this.raisePending();
+  }
+
+  /** Whether Interrupt Coalescing applies to a CQ: an I/O queue, THR set, not disabled for its vector. */
+  private coalesced(cq: CompletionQueue): boolean {
+    return cq.id !== 0 && (this.features.coalescing & 0xff) > 0 && !this.features.coalescingDisabled.has(cq.vector);
+  }
+
+  /** Interrupt for a CQ's entries: its vector, and nothing more until the host consumes entries. */
+  private interrupt(cq: CompletionQueue): void {
+    cq.irqArmed = false;
+    cq.unsignalled = 0;
+    this.raise(cq.vector);
   }
 
   /** Commands per arbitration turn: 2^AB, AB 7 meaning no limit. */
@@ -604,13 +640,19 @@ export class NvmeController implements DeviceModel {
   }
 
   private post(cq: CompletionQueue, c: Completion): void {
+    const notify = cq.ien && cq.vector < this.vectors;
+    // An interrupt is outstanding: has the host emptied the queue since (a shadowed head is cheap to read)?
+    if (notify && !cq.irqArmed && cq.shadow) this.refreshHead(cq);
     cq.post(c);
     this.stats.completions++;
-    if (!cq.ien || cq.vector >= this.vectors) return;
-    this.vectorPending[cq.vector]++;
-    // Interrupt Coalescing: an I/O vector is raised mid-pass once THR + 1 completions wait on it.
-    const thr = this.features.coalescing & 0xff;
-    if (thr > 0 && cq.id !== 0 && !this.features.coalescingDisabled.has(cq.vector) && this.vectorPending[cq.vector] > thr) this.raise(cq.vector);
+    if (!notify) return;
+    if (this.coalesced(cq)) {
+      // Interrupt Coalescing: raised once THR + 1 completions wait on the vector (and at the end of a pass).
+      if (++this.vectorPending[cq.vector] > (this.features.coalescing & 0xff)) this.raise(cq.vector);
+      return;
+    }
+    cq.unsignalled++;
+    if (cq.irqArmed) this.interrupt(cq);
   }
 
   private drainBacklogs(): void {
@@ -640,7 +682,10 @@ export class NvmeController implements DeviceModel {
 
   /** Signal a vector's eventfd, unless INTMS masks it (it stays pending until INTMC unmasks it). */
   private raise(v: number): void {
-    if (v < 32 && this.intMask & (1 << v)) return;
+    if (v < 32 && this.intMask & (1 << v)) {
+      this.vectorPending[v] ||= 1;
+      return;
+    }
     this.vectorPending[v] = 0;
     const e = this.irqs[v];
     if (!e) {

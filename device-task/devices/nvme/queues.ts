@@ -101,6 +101,10 @@ export class CompletionQueue {
   readonly sqs = new Set<number>();
   shadow: ShadowSlot | undefined;
   badShadow = -1;
+  /** No interrupt outstanding: the host emptied the queue since the last one, so the next entry interrupts. */
+  irqArmed = true;
+  /** Entries posted since the last interrupt. */
+  unsignalled = 0;
   private readonly words: Int32Array;
   private readonly view: DataView;
 
