@@ -36,7 +36,7 @@ import { Features } from './features';
 import { AERL, ELPE, ErrorEntry, Namespace, SmartCounters } from './identify';
 import { executeIo } from './io';
 import { walkPrps } from './prp';
-import { Completion, CompletionQueue, readShadow, ShadowSlot, SubmissionQueue, writeEventIdx } from './queues';
+import { CompletionQueue, readShadow, ShadowSlot, SubmissionQueue, writeEventIdx } from './queues';
 
 /** BAR0: the register page, then doorbells for up to 1535 queue pairs (DSTRD 0). */
 export const BAR0_SIZE = 0x4000;
@@ -630,20 +630,19 @@ export class NvmeController implements DeviceModel {
   complete(sq: SubmissionQueue, cid: number, status: number, dw0: number, dw1: number): void {
     const cq = this.cqs[sq.cqid];
     if (!cq) return;
-    const c: Completion = { sqid: sq.id, sqhd: sq.head, cid, status, dw0, dw1 };
     if (cq.backlog.length || this.cqFull(cq)) {
-      cq.backlog.push(c);
+      cq.backlog.push({ sqid: sq.id, sqhd: sq.head, cid, status, dw0, dw1 });
       sq.outstanding.add(cid);
       return;
     }
-    this.post(cq, c);
+    this.post(cq, sq.id, sq.head, cid, status, dw0, dw1);
   }
 
-  private post(cq: CompletionQueue, c: Completion): void {
+  private post(cq: CompletionQueue, sqid: number, sqhd: number, cid: number, status: number, dw0: number, dw1: number): void {
     const notify = cq.ien && cq.vector < this.vectors;
     // An interrupt is outstanding: has the host emptied the queue since (a shadowed head is cheap to read)?
     if (notify && !cq.irqArmed && cq.shadow) this.refreshHead(cq);
-    cq.post(c);
+    cq.postEntry(sqid, sqhd, cid, status, dw0, dw1);
     this.stats.completions++;
     if (!notify) return;
     if (this.coalesced(cq)) {
@@ -661,7 +660,7 @@ export class NvmeController implements DeviceModel {
       while (cq.backlog.length && !this.cqFull(cq)) {
         const c = cq.backlog.shift()!;
         this.sqs[c.sqid]?.outstanding.delete(c.cid);
-        this.post(cq, c);
+        this.post(cq, c.sqid, c.sqhd, c.cid, c.status, c.dw0, c.dw1);
       }
     }
   }
@@ -851,7 +850,7 @@ function newStats(): NvmeStats {
 
 function newSmart(): SmartCounters {
   return {
-    bytesRead: 0n, bytesWritten: 0n, readCommands: 0n, writeCommands: 0n, busyNs: 0n, mediaErrors: 0n, errorCount: 0n,
+    bytesRead: 0, bytesWritten: 0, readCommands: 0, writeCommands: 0, busyMs: 0, mediaErrors: 0, errorCount: 0n,
     poweredOnAt: Date.now(),
   };
 }

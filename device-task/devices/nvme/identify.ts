@@ -157,13 +157,14 @@ export function errorLog(entries: ErrorEntry[]): Uint8Array {
   return b;
 }
 
+/** Counters behind the SMART log, kept as numbers on the I/O path (exact up to 2^53). */
 export interface SmartCounters {
-  bytesRead: bigint;
-  bytesWritten: bigint;
-  readCommands: bigint;
-  writeCommands: bigint;
-  busyNs: bigint;
-  mediaErrors: bigint;
+  bytesRead: number;
+  bytesWritten: number;
+  readCommands: number;
+  writeCommands: number;
+  busyMs: number;
+  mediaErrors: number;
   errorCount: bigint;
   poweredOnAt: number;
 }
@@ -183,16 +184,16 @@ export function smartLog(s: SmartCounters, now: number): Uint8Array {
   b[4] = 10; // available spare threshold %
   b[5] = 0; // percentage used
   // Data units are thousands of 512-byte units, rounded up.
-  const units = (bytes: bigint) => (bytes + 512_000n - 1n) / 512_000n;
+  const units = (bytes: number) => BigInt(Math.ceil(bytes / 512_000));
   u128(v, 32, units(s.bytesRead));
   u128(v, 48, units(s.bytesWritten));
-  u128(v, 64, s.readCommands);
-  u128(v, 80, s.writeCommands);
-  u128(v, 96, s.busyNs / 60_000_000_000n); // controller busy time, minutes
+  u128(v, 64, BigInt(s.readCommands));
+  u128(v, 80, BigInt(s.writeCommands));
+  u128(v, 96, BigInt(Math.floor(s.busyMs / 60_000))); // controller busy time, minutes
   u128(v, 112, 1n); // power cycles: this run
   u128(v, 128, BigInt(Math.floor(Math.max(0, now - s.poweredOnAt) / 3_600_000))); // power-on hours
   u128(v, 144, 0n); // unsafe shutdowns: not remembered across runs
-  u128(v, 160, s.mediaErrors);
+  u128(v, 160, BigInt(s.mediaErrors));
   u128(v, 176, s.errorCount);
   return b;
 }

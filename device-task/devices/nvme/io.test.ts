@@ -231,5 +231,5 @@ test('a store that fails I/O gives media errors, counted in SMART', (t) => {
   const buf = h.alloc(4096);
   t.is(rw(h, READ, 0, 1, buf), SC.UNRECOVERED_READ_ERROR);
   t.is(rw(h, WRITE, 0, 1, buf), SC.WRITE_FAULT);
-  t.is(h.dev.smart.mediaErrors, 2n);
+  t.is(h.dev.smart.mediaErrors, 2);
 });

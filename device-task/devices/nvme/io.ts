@@ -27,41 +27,53 @@ export function executeIo(c: NvmeController, cmd: Command): number {
   const ns = nsid >= 1 && nsid <= c.namespaces.length ? c.namespaces[nsid - 1] : undefined;
   if (!ns) return SC.INVALID_NAMESPACE | DNR;
   if (opcode === NVM.DATASET_MANAGEMENT) return datasetManagement(c, cmd, ns);
-  const slba = (BigInt(cmd.cdw(11)) << 32n) | BigInt(cmd.cdw(10));
+  // SLBA as a number: exact below 2^53, and anything above is out of range of any namespace here.
+  const slba = cmd.cdw(11) * 0x1_0000_0000 + cmd.cdw(10);
   const cdw12 = cmd.cdw(12);
   const nlb = (cdw12 & 0xffff) + 1;
   const blockBytes = 2 ** ns.lbaShift;
   const len = nlb * blockBytes;
   if (opcode !== NVM.WRITE_ZEROES && len > c.maxTransfer) return SC.INVALID_FIELD | DNR;
-  if (slba + BigInt(nlb) > BigInt(ns.blocks)) {
-    c.errorLba = slba;
+  if (slba + nlb > ns.blocks) {
+    c.errorLba = BigInt(cmd.cdw(11)) << 32n | BigInt(cmd.cdw(10));
     return SC.LBA_OUT_OF_RANGE | DNR;
   }
-  const pos = Number(slba) * blockBytes;
-  const t0 = process.hrtime.bigint();
+  const pos = slba * blockBytes;
+  const t0 = performance.now();
   let status: number;
   if (opcode === NVM.WRITE_ZEROES) {
     status = ns.store.zero(pos, len, (cdw12 & DEAC) !== 0) ? durable(c, ns, false) : SC.WRITE_FAULT;
   } else {
-    const prps = walkPrps(c.memory, cmd.prp1, cmd.prp2, len, c.pageSize);
-    if (prps.status) return prps.status | DNR;
-    const bufs = prps.segments.map((s) => s.bytes);
+    const bufs = dataBuffers(c, cmd, len);
+    if (typeof bufs === 'number') return bufs;
     if (opcode === NVM.READ) {
       status = ns.store.read(pos, bufs) ? SC.SUCCESS : SC.UNRECOVERED_READ_ERROR;
       c.smart.readCommands++;
-      c.smart.bytesRead += BigInt(len);
+      c.smart.bytesRead += len;
     } else {
       status = ns.store.write(pos, bufs) ? durable(c, ns, (cdw12 & FUA) !== 0) : SC.WRITE_FAULT;
       c.smart.writeCommands++;
-      c.smart.bytesWritten += BigInt(len);
+      c.smart.bytesWritten += len;
     }
   }
-  c.smart.busyNs += process.hrtime.bigint() - t0;
+  c.smart.busyMs += performance.now() - t0;
   if (status !== SC.SUCCESS) {
     c.smart.mediaErrors++;
-    c.errorLba = slba;
+    c.errorLba = BigInt(slba);
   }
   return status;
+}
+
+/** The guest memory a transfer names: one view when PRP1's page holds it all (most I/O), else the PRP walk. */
+function dataBuffers(c: NvmeController, cmd: Command, len: number): Uint8Array[] | number {
+  const prp1 = cmd.prp1;
+  if ((prp1 & 3n) === 0n && Number(prp1 & BigInt(c.pageSize - 1)) + len <= c.pageSize) {
+    const v = c.memory.view(prp1, len);
+    return v ? [v] : SC.DATA_TRANSFER_ERROR | DNR;
+  }
+  const prps = walkPrps(c.memory, prp1, cmd.prp2, len, c.pageSize);
+  if (prps.status) return prps.status | DNR;
+  return prps.segments.map((s) => s.bytes);
 }
 
 /** After a write: make it durable now unless the volatile write cache may hold it until a Flush. */

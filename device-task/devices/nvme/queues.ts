@@ -140,11 +140,16 @@ export class CompletionQueue {
    * store, so a host that sees the new phase sees the whole entry. The caller checked it is not full.
    */
   post(c: Completion): void {
+    this.postEntry(c.sqid, c.sqhd, c.cid, c.status, c.dw0, c.dw1);
+  }
+
+  /** post() without a Completion object (the hot path). */
+  postEntry(sqid: number, sqhd: number, cid: number, status: number, dw0: number, dw1: number): void {
     const off = this.tail * CQE_SIZE;
-    this.view.setUint32(off, c.dw0 >>> 0, true);
-    this.view.setUint32(off + 4, c.dw1 >>> 0, true);
-    this.view.setUint32(off + 8, ((c.sqid << 16) | c.sqhd) >>> 0, true);
-    Atomics.store(this.words, off / 4 + 3, (c.cid & 0xffff) | (((c.status << 1) | this.phase) << 16));
+    this.view.setUint32(off, dw0 >>> 0, true);
+    this.view.setUint32(off + 4, dw1 >>> 0, true);
+    this.view.setUint32(off + 8, ((sqid << 16) | sqhd) >>> 0, true);
+    Atomics.store(this.words, off / 4 + 3, (cid & 0xffff) | (((status << 1) | this.phase) << 16));
     this.tail++;
     if (this.tail === this.size) {
       this.tail = 0;
