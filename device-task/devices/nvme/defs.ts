@@ -26,7 +26,6 @@ export const CSTS_CFS = 1 << 1;
 export const CSTS_SHST_SHIFT = 2;
 export const SHST_NORMAL = 0;
 export const SHST_COMPLETE = 2;
-export const CSTS_NSSRO = 1 << 4;
 
 /** CC.AMS values. */
 export const AMS_RR = 0;
@@ -96,13 +95,3 @@ export const AER_INFO_INVALID_DOORBELL_REGISTER = 0x00;
 export const AER_INFO_INVALID_DOORBELL_VALUE = 0x01;
 
 export const NSID_BROADCAST = 0xffff_ffff;
-
-/** Status code type of a status field value. */
-export function statusType(status: number): number {
-  return (status >> 8) & 0x7;
-}
-
-/** Status code of a status field value. */
-export function statusCode(status: number): number {
-  return status & 0xff;
-}

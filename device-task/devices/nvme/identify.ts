@@ -206,11 +206,6 @@ export function firmwareSlotLog(): Uint8Array {
   return b;
 }
 
-/** Bytes a namespace stores per logical block. */
-export function blockSize(ns: Namespace): number {
-  return 1 << ns.lbaShift;
-}
-
 /** A namespace over a store: as many whole blocks as fit. */
 export function makeNamespace(nsid: number, store: BackingStore, lbaSize: number): Namespace {
   const lbaShift = Math.log2(lbaSize);

@@ -85,10 +85,3 @@ export function walkPrps(mem: GuestMemoryDma, prp1: bigint, prp2: bigint, len: n
     list = next;
   }
 }
-
-/** The number of memory pages a transfer of `len` bytes starting at `gpa` touches. */
-export function pagesSpanned(gpa: bigint, len: number, pageSize: number): number {
-  if (len === 0) return 0;
-  const offset = Number(gpa & BigInt(pageSize - 1));
-  return Math.ceil((offset + len) / pageSize);
-}

@@ -527,10 +527,6 @@ export class NvmeController {
     sti();
   }
 
-  get interruptMode(): NvmeInterruptMode {
-    return this.o.interrupts;
-  }
-
   /** Whether a CQ is reaped by interrupts (else the waiting code polls it). */
   private interruptDriven(cq: NvmeCq): boolean {
     return cq.ien && this.o.interrupts !== 'none';
