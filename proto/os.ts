@@ -25,6 +25,7 @@ const c = {
   eventfd: libc.func('int eventfd(unsigned int initval, int flags)'),
   memfd_create: libc.func('int memfd_create(const char *name, unsigned int flags)'),
   ftruncate: libc.func('int ftruncate(int fd, long length)'),
+  fallocate: libc.func('int fallocate(int fd, int mode, long offset, long len)'),
   mmap: libc.func('void *mmap(void *addr, size_t length, int prot, int flags, int fd, long offset)'),
   munmap: libc.func('int munmap(void *addr, size_t length)'),
   poll: libc.func('int poll(void *fds, unsigned long nfds, int timeout)'),
@@ -595,4 +596,15 @@ export function dieWithParent(): void {
 export function exitProcessNow(code: number): never {
   c.syscall5(231 /* SYS_exit_group */, code, 0, 0, 0, 0);
   throw new Error('exit_group returned');
+}
+
+const FALLOC_FL_KEEP_SIZE = 1;
+const FALLOC_FL_PUNCH_HOLE = 2;
+
+/**
+ * fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE): give back a byte range of a file, which then
+ * reads as zeros (a disk image's deallocate). Returns 0 or -errno (EOPNOTSUPP on file systems without it).
+ */
+export function punchHole(fd: number, offset: number, length: number): number {
+  return c.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) === 0 ? 0 : -koffi.errno();
 }

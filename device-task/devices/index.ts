@@ -3,6 +3,7 @@
 import type { DeviceDefinition } from '../sdk/device-model';
 import { doorbell } from './doorbell';
 import { mirror } from './mirror';
+import { nvme } from './nvme';
 import { qemuRemote } from './qemu-remote';
 import { regfile } from './regfile';
 import { rendezvous } from './rendezvous';
@@ -15,4 +16,5 @@ export const DEVICES: Record<string, DeviceDefinition> = {
   [mirror.name]: mirror,
   [rendezvous.name]: rendezvous,
   [qemuRemote.name]: qemuRemote,
+  [nvme.name]: nvme,
 };

@@ -35,4 +35,16 @@ export const RATIOS: RatioSpec[] = [
   { num: 'ioregionfd_read_rate_vcpus_2_shared', den: 'ioregionfd_read_rate_vcpus_2' },
   { num: 'ioregionfd_read_rate_vcpus_4_shared', den: 'ioregionfd_read_rate_vcpus_4' },
   { num: 'qemu_bar_read_rtt', den: 'ioregionfd_read_rtt_ref' },
+  // NVMe (nvme_perf_test): IOPS ratios, and per-I/O counts as (events per second) / (I/Os per second).
+  { num: 'nvme_randread_qd32_ioregionfd', den: 'nvme_randread_qd32_exit', target: { op: '>=', value: 2 } },
+  { num: 'nvme_randread_qd32_best', den: 'nvme_randread_floor', target: { op: '>=', value: 0.5 } },
+  { num: 'nvme_randread_qd32_ioeventfd_doorbells', den: 'nvme_randread_qd32_ioeventfd', target: { op: '<=', value: 0.0625 } },
+  { num: 'nvme_randwrite_qd32_ioeventfd_doorbells', den: 'nvme_randwrite_qd32_ioeventfd', target: { op: '<=', value: 0.0625 } },
+  { num: 'nvme_randwrite_qd32_ioregionfd', den: 'nvme_randwrite_qd32_exit' },
+  { num: 'nvme_randwrite_qd32_ioeventfd', den: 'nvme_randwrite_floor' },
+  { num: 'nvme_randread_qd32_ioregionfd_doorbells', den: 'nvme_randread_qd32_ioregionfd' },
+  { num: 'nvme_randread_qd32_exit_doorbells', den: 'nvme_randread_qd32_exit' },
+  { num: 'nvme_randread_qd32_ioregionfd_irqs', den: 'nvme_randread_qd32_ioregionfd' },
+  { num: 'nvme_randread_qd32_ioeventfd_irqs', den: 'nvme_randread_qd32_ioeventfd' },
+  { num: 'nvme_randread_qd32_exit_irqs', den: 'nvme_randread_qd32_exit' },
 ];
