@@ -1,7 +1,7 @@
 // The ioregionfd data plane in a vCPU thread: one guest access = one 32-byte command written to the
 // region's write_fd and, unless it is a posted write, one 32-byte response read from its read_fd.
 //
-// Semantics (RFC v3 as intended, spec/ioregionfd.md §2-§3):
+// Semantics (RFC v3 as intended, docs/ioregionfd.md §5, differences from the RFC in §7):
 // - Regions sharing a read fd form one serialization context: a FIFO ticket lock in VM-shared memory,
 //   held per <= 8-byte access, so one command is in flight per context and each response reaches the
 //   vCPU that sent the command. Size-0 regions are never serialized.

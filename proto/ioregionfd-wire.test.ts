@@ -1,4 +1,4 @@
-// Checks the ioregionfd_cmd / ioregionfd_resp codec against the spec §2.9 byte images and round-trips every field combination in both layouts.
+// Checks the ioregionfd_cmd / ioregionfd_resp codec against the byte images of docs/ioregionfd.md §4.7 and round-trips every field combination in both layouts.
 
 import test from 'ava';
 import { ProtocolError } from './errors';

@@ -1,7 +1,8 @@
-// Encodes and decodes the 32-byte ioregionfd_cmd / ioregionfd_resp messages (spec §2) in the v1/v2 "info word" and the v3 "bitfield bytes" layouts.
+// Encodes and decodes the 32-byte ioregionfd_cmd / ioregionfd_resp messages (docs/ioregionfd.md §4) in the v1/v2 "info word"
+// and the v3 "bitfield bytes" layouts.
 //
 // Every multi-byte field is host byte order; we model an x86 host, so all DataView accesses are
-// little-endian. Offsets inside a message (spec §2.2, §2.3, §2.5):
+// little-endian. Offsets inside a message (docs/ioregionfd.md §4.2, §4.3, §4.4):
 //   cmd:  0 header (layout-specific, 8 bytes) | 8 user_data u64 | 16 offset u64 | 24 data u64
 //   resp: 0 data u64 | 8 pad[24]
 
@@ -54,7 +55,7 @@ const V1_SIZE_CODE_MASK = 0x3;
 const V1_RESP_BIT = 1 << IOREGIONFD_RESP_OFFSET;
 
 // v3 byte 1: SysV x86-64 allocates bit-fields from the least significant bit, so size_exponent:4
-// takes bits 3..0 and resp:1 takes bit 4 (spec §2.3, INFERRED from the ABI rule).
+// takes bits 3..0 and resp:1 takes bit 4 (docs/ioregionfd.md §4.2; the RFC never states the positions).
 const V3_SIZE_EXPONENT_MASK = 0xf;
 const V3_RESP_BIT = 0x10;
 
@@ -83,7 +84,7 @@ export function sizeToCode(size: number): number {
 
 /**
  * The access size in bytes for a size code / size_exponent read off the wire: 0..3 → 1, 2, 4, 8.
- * Code 0 always means 1 byte: a FAST_MMIO doorbell cannot be told apart (spec §2.9). Throws
+ * Code 0 always means 1 byte: a FAST_MMIO doorbell cannot be told apart (docs/ioregionfd.md §4.7). Throws
  * ProtocolError (EPROTO) for larger codes, since only a misbehaving peer sends them.
  */
 export function codeToSize(code: number): number {
@@ -175,7 +176,7 @@ export function encodeCmdFields(
   }
   view.setBigUint64(off + USER_DATA_AT, userData, true);
   view.setBigUint64(off + OFFSET_AT, offset, true);
-  // Only the low `size` bytes are guest data; KVM zeroes the rest of the field (spec §2.6).
+  // Only the low `size` bytes are guest data; KVM zeroes the rest of the field (docs/ioregionfd.md §4.5).
   view.setBigUint64(off + DATA_AT, truncateToSize(data, size), true);
 }
 
@@ -222,7 +223,7 @@ export function decodeCmdInto(layout: WireLayout, view: DataView, off: number, o
  * size code or fewer than 32 bytes. Padding/reserved bits are ignored. `data` is the full u64 as
  * sent (a conforming sender already zero-extended it; use truncateToSize to be defensive).
  * A v3 size_exponent of 0 decodes as size 1 even when it was a FAST_MMIO doorbell: the two are
- * byte-identical on the wire (spec §2.9).
+ * byte-identical on the wire (docs/ioregionfd.md §4.7).
  */
 export function decodeCmd(layout: WireLayout, view: DataView, off = 0): IoregionfdCmd {
   return decodeCmdInto(layout, view, off, { cmd: 0, size: 0, resp: false, userData: 0n, offset: 0n, data: 0n });

@@ -10,7 +10,7 @@
 // command already queued on the same channel before it had answered. The serve loop observes this
 // for the model (DeviceModel.observeBacklog): after reading a command it checks for bytes already read
 // past that frame (stream/pipe) and does a non-blocking poll(2) (timeout 0) on the command fd. KVM
-// sends at most one non-posted command per read fd at a time (spec §3.6), so with non-posted
+// sends at most one non-posted command per read fd at a time (docs/ioregionfd.md §5.3), so with non-posted
 // accesses only the count stays 0. Posted writes need no answer and may legitimately pile up; a
 // command that needs an answer and follows them counts too, so keep posted regions on other fds when
 // checking serialization. The count is a lower bound: a second command sent just after the poll

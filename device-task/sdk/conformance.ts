@@ -30,7 +30,7 @@ import type { EventSignal, EventWaiter } from './eventfd';
 import { GuestMemoryDma } from './guest-memory';
 import { sizeMask } from '../../proto/ioregionfd-wire';
 
-/** Sizes of the accesses KVM hands to a device (spec §2.6). */
+/** Sizes of the accesses KVM hands to a device (docs/ioregionfd.md §4.5). */
 export const ACCESS_SIZES = [1, 2, 4, 8] as const;
 /** How far past regionSize the offset sweep goes. */
 export const SWEEP_SLACK = 64;
