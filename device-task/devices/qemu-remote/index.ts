@@ -14,6 +14,7 @@
 // and one that breaks the protocol too (exit 3): the channels close, so the guest's access takes
 // KVM's failure path rather than hanging. Config: config.ts.
 
+import { exitProcessNow } from '../../../proto/os';
 import { EXIT_PROTOCOL } from '../../sdk/serve';
 import type { DeviceDefinition } from '../../sdk/device-model';
 import type { MemorySpec } from '../../../proto/device-task-manifest';
@@ -95,7 +96,9 @@ export const qemuRemote: DeviceDefinition = {
         onFailure(e: RemoteFailure): never {
           ctx.log(`${e.gone ? 'the remote is gone' : 'the remote broke the protocol'}: ${e.message}; ending the device task`);
           remote.stop();
-          process.exit(e.gone ? EXIT_REMOTE_GONE : EXIT_PROTOCOL);
+          // exit_group, not process.exit: the stderr forwarder thread may sit in a blocking read,
+          // and Node aborts (SIGABRT) when it must end a thread that is inside a system call.
+          exitProcessNow(e.gone ? EXIT_REMOTE_GONE : EXIT_PROTOCOL);
         },
         close: remote.stop,
       });

@@ -97,6 +97,9 @@ export function launchRemote(cfg: QemuRemoteConfig, log: (m: string) => void): R
       qmp.waitClosed(STOP_GRACE_MS);
     }
     qmp.close();
+    // The remote is gone, so its stderr pipe is at EOF: let the forwarder leave its blocking read
+    // before the task exits (Node aborts when it must end a thread that sits in a system call).
+    Atomics.wait(state, EOF_SEEN, 0, STOP_GRACE_MS);
     process.removeListener('exit', stop);
   };
   // Registered before anything below can throw: from here on, every way out of the task stops the remote.
