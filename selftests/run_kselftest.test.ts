@@ -104,17 +104,18 @@ async function gone(pid: number, ms = 2000): Promise<boolean> {
 }
 
 test('a full run reports each test as TAP 13, kills a timed-out test with its grandchild, and exits 1', async (t) => {
-  const r = await runRunner(['--dir', SUITE, '-o', '1']);
+  // 5 s, not 1: on a loaded CI machine a Node start alone has taken over a second, which timed out the passing tests.
+  const r = await runRunner(['--dir', SUITE, '-o', '5']);
   const grandchild = Number(/^# grandchild (\d+)$/m.exec(r.stdout)?.[1]);
   t.true(grandchild > 0);
-  const ov = '# overriding timeout to 1';
+  const ov = '# overriding timeout to 5';
   t.is(r.stdout, [
     'TAP version 13',
     '1..6',
     ov, '# selftests: kvm: a_pass_test', '# hello from a', '# to stderr', 'ok 1 selftests: kvm: a_pass_test',
     ov, '# selftests: kvm: b_skip_test', '# skipping b', 'ok 2 selftests: kvm: b_skip_test # SKIP',
     ov, '# selftests: kvm: c_fail_test', '# no newline', 'not ok 3 selftests: kvm: c_fail_test # exit=254',
-    ov, '# selftests: kvm: d_hang_test', `# grandchild ${grandchild}`, 'not ok 4 selftests: kvm: d_hang_test # TIMEOUT 1 seconds',
+    ov, '# selftests: kvm: d_hang_test', `# grandchild ${grandchild}`, 'not ok 4 selftests: kvm: d_hang_test # TIMEOUT 5 seconds',
     ov, '# selftests: kvm: g_sub_test', '# from a subfolder', 'ok 5 selftests: kvm: g_sub_test',
     ov, '# selftests: kvm: h_signal_test', 'not ok 6 selftests: kvm: h_signal_test # exit=137',
     '# Totals: pass:2 fail:3 xfail:0 xpass:0 skip:1 error:0',
