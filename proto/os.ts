@@ -15,6 +15,8 @@ const c = {
   socketpair: libc.func('int socketpair(int domain, int type, int protocol, _Out_ int *sv)'),
   sendmsg: libc.func('long sendmsg(int fd, void *msg, int flags)'),
   recvmsg: libc.func('long recvmsg(int fd, void *msg, int flags)'),
+  sendmmsg: libc.func('int sendmmsg(int fd, void *msgvec, unsigned int vlen, int flags)'),
+  recvmmsg: libc.func('int recvmmsg(int fd, void *msgvec, unsigned int vlen, int flags, void *timeout)'),
   read: libc.func('long read(int fd, void *buf, size_t count)'),
   write: libc.func('long write(int fd, const void *buf, size_t count)'),
   recv: libc.func('long recv(int fd, void *buf, size_t len, int flags)'),
@@ -69,6 +71,7 @@ export const MSG_DONTWAIT = 0x40;
 export const MSG_NOSIGNAL = 0x4000;
 export const SHUT_RDWR = 2;
 const MSG_TRUNC = 0x20;
+const MSG_WAITFORONE = 0x10000;
 const MSG_CTRUNC = 0x8;
 const MSG_CMSG_CLOEXEC = 0x40000000;
 const F_GETFD = 1;
@@ -430,6 +433,62 @@ export function addSeals(fd: number, seals: number): number {
 export function getSeals(fd: number): number {
   const r = c.fcntl(fd, F_GET_SEALS, 0);
   return r < 0 ? -koffi.errno() : r;
+}
+
+/**
+ * Fixed-size messages in native memory, sent or received several per system call (sendmmsg(2),
+ * recvmmsg(2)): one SEQPACKET record per message. `bytes` views the messages back to back.
+ */
+export class MessageBatch {
+  readonly bytes: Uint8Array;
+  readonly view: DataView;
+  private readonly base: bigint;
+  private readonly hdrs: DataView;
+  private readonly hdrBase: bigint;
+
+  constructor(readonly capacity: number, readonly messageSize: number) {
+    // struct mmsghdr: msghdr (56 bytes) + msg_len (u32), padded to 64; then one iovec (16 bytes) each.
+    const hdrBytes = capacity * (64 + 16);
+    this.hdrBase = koffi.alloc('uint8', hdrBytes) as bigint;
+    this.hdrs = new DataView(koffi.view(this.hdrBase, hdrBytes));
+    new Uint8Array(this.hdrs.buffer).fill(0);
+    this.base = koffi.alloc('uint8', capacity * messageSize) as bigint;
+    const data = koffi.view(this.base, capacity * messageSize);
+    this.bytes = new Uint8Array(data);
+    this.view = new DataView(data);
+    for (let i = 0; i < capacity; i++) {
+      const h = 64 * i;
+      const iov = 64 * capacity + 16 * i;
+      this.hdrs.setBigUint64(h + 16, this.hdrBase + BigInt(iov), true); // msg_iov
+      this.hdrs.setBigUint64(h + 24, 1n, true); // msg_iovlen
+      this.hdrs.setBigUint64(iov, this.base + BigInt(i * messageSize), true);
+      this.hdrs.setBigUint64(iov + 8, BigInt(messageSize), true);
+    }
+  }
+
+  /** sendmmsg() messages [from, from + count): the number sent (>= 1), or -errno. MSG_NOSIGNAL added. */
+  send(fd: number, from: number, count: number, flags = 0): number {
+    const r = c.sendmmsg(fd, this.hdrBase + BigInt(64 * from), count, flags | MSG_NOSIGNAL);
+    return r < 0 ? -koffi.errno() : r;
+  }
+
+  /** recvmmsg() up to `max` messages: the number received (0 at EOF), or -errno; see length(). */
+  receive(fd: number, max = this.capacity, flags = 0): number {
+    for (let i = 0; i < max; i++) this.hdrs.setInt32(64 * i + 48, 0, true);
+    // MSG_WAITFORONE: block for the first message only, then take what is already queued.
+    const r = c.recvmmsg(fd, this.hdrBase, max, flags | MSG_WAITFORONE, null);
+    return r < 0 ? -koffi.errno() : r;
+  }
+
+  /** The length of received message i (a SEQPACKET record longer than messageSize is cut, flagged by MSG_TRUNC). */
+  length(i: number): number {
+    return this.hdrs.getUint32(64 * i + 56, true);
+  }
+
+  /** Whether received message i was longer than messageSize. */
+  truncated(i: number): boolean {
+    return (this.hdrs.getInt32(64 * i + 48, true) & MSG_TRUNC) !== 0;
+  }
 }
 
 /** A MAP_SHARED mapping: its address and a zero-copy ArrayBuffer over it. */

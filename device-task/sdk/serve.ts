@@ -12,13 +12,15 @@ import { ProtocolError } from '../../proto/errors';
 import {
   decodeCmdInto, encodeResp, IOREGIONFD_CMD_READ, IOREGIONFD_MSG_SIZE, IoregionfdCmd, truncateToSize, WireLayout,
 } from '../../proto/ioregionfd-wire';
-import { closeQuietly, eventfdRead, PollSet, POLLERR, POLLHUP, POLLIN, POLLNVAL, readRaw, writeRaw } from '../../proto/os';
+import { closeQuietly, eventfdRead, MessageBatch, PollSet, POLLERR, POLLHUP, POLLIN, POLLNVAL, readRaw, writeRaw } from '../../proto/os';
 import { StreamFramer } from '../../proto/stream-framer';
 import type { DeviceModel } from './device-model';
 
 export const EXIT_OK = 0;
 export const EXIT_INTERNAL = 1;
 export const EXIT_PROTOCOL = 3;
+/** SEQPACKET records taken per system call at most. */
+const RECORD_BATCH = 16;
 
 export interface ServeOptions {
   channels: ChannelSpec[];
@@ -50,7 +52,7 @@ export function serveDevice(model: DeviceModel, opts: ServeOptions): number {
   const resp = new Uint8Array(IOREGIONFD_MSG_SIZE);
   const respView = new DataView(resp.buffer);
   const readBuf = new Uint8Array(64 * IOREGIONFD_MSG_SIZE);
-  const readView = new DataView(readBuf.buffer);
+  const records = new MessageBatch(RECORD_BATCH, IOREGIONFD_MSG_SIZE);
   let current: Channel;
 
   const channels: Channel[] = opts.channels.map((spec) => ({
@@ -110,11 +112,11 @@ export function serveDevice(model: DeviceModel, opts: ServeOptions): number {
     if (ch.spec.resp_fd !== ch.spec.cmd_fd) closeQuietly(ch.spec.resp_fd);
   }
 
-  /** One read from a channel; false at EOF. */
+  /** One read from a channel (several commands at once when they are queued); false at EOF. */
   function pump(ch: Channel): boolean {
     current = ch;
-    const seq = ch.spec.transport === 'seqpacket';
-    const n = readRaw(ch.spec.cmd_fd, readBuf, seq ? 2 * IOREGIONFD_MSG_SIZE : readBuf.length);
+    if (ch.spec.transport === 'seqpacket') return pumpRecords(ch);
+    const n = readRaw(ch.spec.cmd_fd, readBuf, readBuf.length);
     if (n < 0) {
       if (-n === EAGAIN) return true;
       if (-n === ECONNRESET) return false;
@@ -124,12 +126,33 @@ export function serveDevice(model: DeviceModel, opts: ServeOptions): number {
       if (ch.framer?.pending) throw new Violation(`EOF inside a frame (${ch.framer.pending} of ${IOREGIONFD_MSG_SIZE} bytes)`);
       return false;
     }
-    if (seq) {
-      if (n !== IOREGIONFD_MSG_SIZE) throw new Violation(`a ${n}-byte message where a ${IOREGIONFD_MSG_SIZE}-byte command belongs`);
-      handleFrame(readView, 0);
-    } else {
-      ch.received += n;
-      ch.framer!.push(readBuf.subarray(0, n));
+    ch.received += n;
+    ch.framer!.push(readBuf.subarray(0, n));
+    return true;
+  }
+
+  /**
+   * SEQPACKET: recvmmsg takes every record already queued (up to RECORD_BATCH) in one system call, so
+   * a run of posted writes costs one call, not one each. Each record must be exactly one command.
+   */
+  function pumpRecords(ch: Channel): boolean {
+    const n = records.receive(ch.spec.cmd_fd);
+    if (n < 0) {
+      if (-n === EAGAIN) return true;
+      if (-n === ECONNRESET) return false;
+      throw new Error(`reading commands: ${errnoName(-n)}`);
+    }
+    // A zero-length record is EOF (commands are never empty): once the peer has closed, recvmmsg fills
+    // the rest of the vector with them. The commands before it are still served; the next call ends.
+    let count = 0;
+    while (count < n && records.length(count) !== 0) count++;
+    if (count === 0) return false;
+    ch.received = ch.framed * IOREGIONFD_MSG_SIZE + count * IOREGIONFD_MSG_SIZE;
+    for (let i = 0; i < count; i++) {
+      const len = records.length(i);
+      if (len !== IOREGIONFD_MSG_SIZE || records.truncated(i)) throw new Violation(`a ${records.truncated(i) ? 'longer' : `${len}-byte`} message where a ${IOREGIONFD_MSG_SIZE}-byte command belongs`);
+      if (!ch.open) return false;
+      handleFrame(records.view, i * IOREGIONFD_MSG_SIZE);
     }
     return true;
   }
