@@ -6,15 +6,17 @@
 // bus; what no device takes (or a device fails) becomes a KVM_EXIT_MMIO / KVM_EXIT_IO, or the opt-in
 // KVM_EXIT_IOREGIONFD_FAILURE, completed by the next KVM_RUN as x86's complete_userspace_io does.
 
+import { EOPNOTSUPP } from '../proto/errno';
 import { AccessSize, GuestCpu, PortSize } from '../proto/guest-cpu';
 import {
   KVM_EXIT_HLT, KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT, KVM_EXIT_IOREGIONFD_FAILURE, KVM_EXIT_MMIO, KVM_PIO_PAGE_OFFSET,
   PAGE_SIZE, REGS, RUN,
 } from '../proto/kvm-uapi';
 import { GuestMemory, loadLE, storeLE } from './guest-memory';
-import { AccessResult, busRead, busWrite, IoBus, IoDevice, ReadResult } from './io-bus';
+import { AccessResult, busRead, busWrite, DEVICE_GONE, IoBus, IoDevice, IoFailure, ReadResult } from './io-bus';
 import { IRQCHIP_SHARED, InterruptibleCpu, LocalApic } from './irqchip-state';
 import type { VcpuConfig } from './vcpu-contract';
+import type { DeferredWrites } from './vcpu-port';
 
 const PIO_DATA = KVM_PIO_PAGE_OFFSET * PAGE_SIZE;
 /** x86 emulator's string-I/O read-ahead cache (struct read_cache's data[1024]). */
@@ -34,6 +36,10 @@ export interface CpuHost {
   readonly runBytes: Uint8Array;
   /** An instruction boundary: take a pending kick, memslot and device updates, an interrupt. */
   boundary(): void;
+  /** Posted writes a device holds back (vcpu-port.ts DeferredWrites); cleared by the CPU as it sends them. */
+  deferred: DeferredWrites | undefined;
+  /** Whether the next boundary has something to take (then held writes go out first). */
+  attentionPending(): boolean;
   /** Apply waiting memslot updates now (between the fragments of one long access). */
   takeUpdates(): void;
   /**
@@ -75,12 +81,49 @@ export class Cpu implements GuestCpu, InterruptibleCpu {
     return this.host.config.irqchip && this.apic !== undefined && this.apic.deliver(this);
   }
 
-  pause(): void {
+  /**
+   * An instruction boundary as the CPU takes it: held posted writes go out first (an ordinary exit for
+   * each one that fails, in program order), unless this operation is a posted write that joins them
+   * (`port`: a write to that MMIO address or port); then whatever is pending (kicks, interrupts).
+   */
+  private boundary(pio?: boolean, addr?: bigint): void {
+    const held = this.host.deferred;
+    if (held && !(addr !== undefined && held.joins(pio!, addr) && !this.host.attentionPending())) this.flushPosted();
     this.host.boundary();
   }
 
+  /** Send the writes a device holds back; each that cannot go becomes its own exit, in order. */
+  flushPosted(): void {
+    const held = this.host.deferred;
+    if (!held) return;
+    this.host.deferred = undefined;
+    for (const f of held.flush()) this.exitForWrite(f);
+  }
+
+  /** The exit of a write no device took (errno 0: its region went away) or one a device failed. */
+  private exitForWrite(f: IoFailure): void {
+    const run = this.host.run;
+    const outcome: AccessResult = f.errno ? f : DEVICE_GONE;
+    if (f.isPio) {
+      this.setPioExit(KVM_EXIT_IO_OUT, Number(f.addr), f.len, 1);
+      storeLE(run, PIO_DATA, f.len, f.data);
+      this.host.exit(this.reportFailure(outcome) ? KVM_EXIT_IOREGIONFD_FAILURE : KVM_EXIT_IO);
+      return;
+    }
+    run.setBigUint64(RUN.mmio_phys_addr, f.addr, true);
+    run.setBigUint64(RUN.mmio_data, 0n, true);
+    storeLE(run, RUN.mmio_data, f.len, f.data);
+    run.setUint32(RUN.mmio_len, f.len, true);
+    run.setUint8(RUN.mmio_is_write, 1);
+    this.host.exit(this.reportFailure(outcome) ? KVM_EXIT_IOREGIONFD_FAILURE : KVM_EXIT_MMIO);
+  }
+
+  pause(): void {
+    this.boundary();
+  }
+
   read(gpa: bigint, size: AccessSize): bigint {
-    this.host.boundary();
+    this.boundary();
     const s = this.host.mem.find(gpa, size);
     if (s) return loadLE(s.view, Number(gpa - s.gpa), size);
     if ((Number(gpa & 0xfffn) + size) > PAGE_SIZE) {
@@ -92,9 +135,13 @@ export class Cpu implements GuestCpu, InterruptibleCpu {
   }
 
   write(gpa: bigint, size: AccessSize, value: bigint): void {
-    this.host.boundary();
+    this.boundary(false, gpa);
     const s = this.host.mem.find(gpa, size);
-    if (s && !s.readonly) return storeLE(s.view, Number(gpa - s.gpa), size, value);
+    if (s && !s.readonly) {
+      // A store to RAM is ordered after every posted write before it.
+      this.flushPosted();
+      return storeLE(s.view, Number(gpa - s.gpa), size, value);
+    }
     if ((Number(gpa & 0xfffn) + size) > PAGE_SIZE) {
       const b = new Uint8Array(size);
       storeLE(new DataView(b.buffer), 0, size, value);
@@ -123,9 +170,11 @@ export class Cpu implements GuestCpu, InterruptibleCpu {
   }
 
   private mmioWrite(gpa: bigint, len: number, value: bigint): void {
-    // The EPT-misconfig fast path: exact address, no length, no data.
-    if (this.host.fastMmioBus.devCount && busWrite(this.host.fastMmioBus, gpa, 0, 0n) === 0) return;
-    const e = busWrite(this.host.mmioBus, gpa, len, value);
+    // The EPT-misconfig fast path: exact address, no length, no data. A doorbell that failed there
+    // is not offered to its MMIO-bus entry again: the one failure is the access's outcome.
+    const fast = this.host.fastMmioBus.devCount ? busWrite(this.host.fastMmioBus, gpa, 0, 0n) : EOPNOTSUPP;
+    if (fast === 0) return;
+    const e = fast !== EOPNOTSUPP ? fast : busWrite(this.host.mmioBus, gpa, len, value);
     if (e === 0) return;
     const run = this.host.run;
     run.setBigUint64(RUN.mmio_phys_addr, gpa, true);
@@ -145,7 +194,8 @@ export class Cpu implements GuestCpu, InterruptibleCpu {
     if (typeof e === 'number' || !this.host.config.failureExit) return false;
     const r = this.host.run;
     r.setBigUint64(RUN.iofail_addr, e.addr, true);
-    r.setBigUint64(RUN.iofail_data, e.isWrite ? e.data : 0n, true);
+    // The guest's bytes only, as the command carried them.
+    r.setBigUint64(RUN.iofail_data, e.isWrite ? BigInt.asUintN(8 * e.len || 8, e.data) : 0n, true);
     r.setUint32(RUN.iofail_len, e.len, true);
     r.setUint8(RUN.iofail_is_write, e.isWrite ? 1 : 0);
     r.setUint8(RUN.iofail_is_pio, e.isPio ? 1 : 0);
@@ -164,7 +214,7 @@ export class Cpu implements GuestCpu, InterruptibleCpu {
 
   /** x86-style split: page fragments; RAM directly, MMIO in chunks of at most 8 bytes. */
   private copy(gpa: bigint, buf: Uint8Array, isWrite: boolean): void {
-    this.host.boundary();
+    this.boundary();
     let done = 0;
     while (done < buf.length) {
       // An MMIO fragment may have waited for a device: take memslot changes before the next fragment.
@@ -174,6 +224,7 @@ export class Cpu implements GuestCpu, InterruptibleCpu {
       const frag = Math.min(inPage, buf.length - done);
       const s = this.host.mem.find(addr, frag);
       if (s && !(isWrite && s.readonly)) {
+        this.flushPosted();
         const off = Number(addr - s.gpa);
         if (isWrite) s.bytes.set(buf.subarray(done, done + frag), off);
         else buf.set(s.bytes.subarray(off, off + frag), done);
@@ -192,6 +243,7 @@ export class Cpu implements GuestCpu, InterruptibleCpu {
   }
 
   ram(gpa: bigint, length: number): Uint8Array {
+    this.flushPosted();
     const s = this.host.mem.find(gpa, length);
     if (!s) throw new RangeError(`guest RAM [0x${gpa.toString(16)}, +${length}) is not inside one memslot`);
     // A read-only slot is mapped read-only: a store through a view would fault the kernel-model.
@@ -207,7 +259,7 @@ export class Cpu implements GuestCpu, InterruptibleCpu {
   }
 
   inPort(port: number, size: PortSize): number {
-    this.host.boundary();
+    this.boundary();
     const e = busRead(this.host.pioBus, BigInt(port), size, this.rr);
     if (e === 0) {
       const value = Number(this.rr.value);
@@ -230,7 +282,7 @@ export class Cpu implements GuestCpu, InterruptibleCpu {
   }
 
   outPort(port: number, size: PortSize, value: number): void {
-    this.host.boundary();
+    this.boundary(true, BigInt(port));
     const v = BigInt(value) & ((1n << BigInt(8 * size)) - 1n);
     const e = busWrite(this.host.pioBus, BigInt(port), size, v);
     if (e === 0) return;
@@ -268,7 +320,7 @@ export class Cpu implements GuestCpu, InterruptibleCpu {
     let i = 0;
     while (i < count) {
       // The emulator re-enters the guest between batches: an instruction boundary.
-      this.host.boundary();
+      this.boundary();
       const addr = gpa + BigInt(i * size);
       // pio_in_emulated: min3(bytes left in the page, cache size / size, count), bytes against elements.
       const chunk = isIn ? Math.min(count - i, PIO_READ_AHEAD / size, PAGE_SIZE - Number(addr & 0xfffn)) : 1;
@@ -296,6 +348,15 @@ export class Cpu implements GuestCpu, InterruptibleCpu {
             busWrite(bus, BigInt(port), size, loadLE(elView, 0, size));
           }
         }
+      } else if (typeof e !== 'number' && this.host.config.failureExit) {
+        // A device failed the element: the opt-in failure exit reports it, one element per exit.
+        this.setPioExit(isIn ? KVM_EXIT_IO_IN : KVM_EXIT_IO_OUT, port, size, 1);
+        this.reportFailure(e);
+        const got = new Uint8Array(size);
+        this.host.exit(KVM_EXIT_IOREGIONFD_FAILURE, () => storeLE(new DataView(got.buffer), 0, size, loadLE(this.host.run, RUN.iofail_data, size)));
+        if (isIn) this.copy(addr, got, true);
+        i += 1;
+        continue;
       } else {
         this.setPioExit(isIn ? KVM_EXIT_IO_IN : KVM_EXIT_IO_OUT, port, size, chunk);
         const bytes = this.host.runBytes.subarray(PIO_DATA, PIO_DATA + chunk * size);
@@ -317,7 +378,7 @@ export class Cpu implements GuestCpu, InterruptibleCpu {
 
   hlt(): void {
     const taken = this.apic?.delivered ?? 0;
-    this.host.boundary();
+    this.boundary();
     // With an irqchip the vCPU sleeps in the kernel until it takes an interrupt (one taken at this
     // very boundary counts: sti; hlt does not lose a wakeup). A kick returns EINTR and the vCPU
     // stays halted; updates are applied while halted; with interrupts disabled only a kick ends it.
@@ -329,7 +390,7 @@ export class Cpu implements GuestCpu, InterruptibleCpu {
     this.interruptsEnabled = on;
     // sti: interrupts that stayed pending while disabled are taken at this boundary.
     if (on && this.host.config.irqchip) this.host.requestInterruptCheck();
-    this.host.boundary();
+    this.boundary();
   }
 
   setInterruptHandler(vector: number, handler: ((vector: number) => void) | undefined): void {

@@ -19,15 +19,17 @@ import { EAGAIN, EINTR, EINVAL, EIO, EOPNOTSUPP } from '../proto/errno';
 import {
   decodeResp, encodeCmdFields, IOREGIONFD_CMD_READ, IOREGIONFD_CMD_WRITE, IOREGIONFD_MSG_SIZE, truncateToSize,
 } from '../proto/ioregionfd-wire';
-import { closeQuietly, getStatusFlags, MSG_DONTWAIT, O_NONBLOCK, PollSet, POLLOUT, sendRaw, writeRaw } from '../proto/os';
-import { AccessResult, DEVICE_GONE, IoDevice, ReadResult } from './io-bus';
+import { closeQuietly, getStatusFlags, MessageBatch, MSG_DONTWAIT, O_NONBLOCK, PollSet, POLLOUT, sendRaw, writeRaw } from '../proto/os';
+import { AccessResult, DEVICE_GONE, IoDevice, IoFailure, ReadResult } from './io-bus';
 import { CONTEXT_WORDS, CTX, IOREGION_SHARED, IoregionFields, MAX_CONTEXTS, STAT, statCounters } from './ioregionfd-shared';
-import type { VcpuPort } from './vcpu-port';
+import type { DeferredWrites, VcpuPort } from './vcpu-port';
 import type { DeviceDesc, WorkerDevice } from './worker-devices';
 
 const LOCK_POLL_MS = 5;
+/** Posted writes sent per system call at most (sendmmsg on SEQPACKET, one write on streams and pipes). */
+const POSTED_BATCH = 16;
 
-class IoregionDevice implements IoDevice {
+class IoregionDevice implements IoDevice, DeferredWrites {
   private readonly f: IoregionFields;
   private readonly addr: bigint;
   private readonly readFd: number;
@@ -43,6 +45,9 @@ class IoregionDevice implements IoDevice {
   private locked = false;
   private busy = false;
   private removed = false;
+  /** Posted writes held back (see DeferredWrites): their commands, and what each access was. */
+  private batch: MessageBatch | undefined;
+  private held: { addr: bigint; len: number; value: bigint }[] = [];
 
   constructor(desc: DeviceDesc & IoregionFields, private readonly vcpu: VcpuPort) {
     this.f = desc;
@@ -58,9 +63,101 @@ class IoregionDevice implements IoDevice {
 
   write(addr: bigint, len: number, value: bigint): AccessResult {
     // len 0 is the FAST_MMIO probe: only the twin on the fast bus answers it, with no size and no data.
+    // (A doorbell is not held back: it is one write, and its exit, if it fails, needs the guest's length.)
     if (len === 0) return this.f.twinOf === undefined ? EOPNOTSUPP : this.transact(IOREGIONFD_CMD_WRITE, addr, 0, 0n, false);
     if (len !== 1 && len !== 2 && len !== 4 && len !== 8) return EOPNOTSUPP;
-    return this.transact(IOREGIONFD_CMD_WRITE, addr, len, value, !this.f.posted);
+    return this.f.posted ? this.hold(addr, len, value) : this.transact(IOREGIONFD_CMD_WRITE, addr, len, value, true);
+  }
+
+  /** A posted write: encoded into the batch, sent by flush() before the vCPU does anything else. */
+  private hold(addr: bigint, len: number, value: bigint): AccessResult {
+    if (this.removed) return DEVICE_GONE;
+    const b = (this.batch ??= new MessageBatch(POSTED_BATCH, IOREGIONFD_MSG_SIZE));
+    const i = this.held.length;
+    encodeCmdFields(this.vcpu.config.wire, b.view, i * IOREGIONFD_MSG_SIZE, IOREGIONFD_CMD_WRITE, len, false, this.f.userData, addr - this.addr, value);
+    this.held.push({ addr, len, value });
+    if (i === 0) this.vcpu.defer(this);
+    return 0;
+  }
+
+  joins(pio: boolean, addr: bigint): boolean {
+    if (pio !== this.f.pio || this.held.length >= POSTED_BATCH || this.removed) return false;
+    return addr >= this.addr && addr - this.addr < this.f.size;
+  }
+
+  flush(): IoFailure[] {
+    const n = this.held.length;
+    if (n === 0) return [];
+    let sent = 0;
+    let e = 0;
+    this.busy = true;
+    try {
+      if (this.f.context >= 0) this.lock();
+      if (!this.removed) [sent, e] = this.sendBatch(n);
+    } finally {
+      if (this.locked) this.unlock();
+      this.busy = false;
+      if (this.removed) this.closeFds();
+    }
+    if (sent) Atomics.add(this.stats, STAT.posted, BigInt(sent));
+    if (sent < n && e) {
+      Atomics.add(this.stats, STAT.failures, BigInt(n - sent));
+      Atomics.store(this.stats, STAT.lastErrno, BigInt(e));
+    }
+    const failed = this.held.slice(sent).map((w) => ({
+      errno: e, addr: w.addr, len: w.len, isWrite: true, isPio: this.f.pio, data: w.value, userData: this.f.userData,
+    }));
+    this.held = [];
+    return failed;
+  }
+
+  /**
+   * Send the first n held commands: [sent, errno of the failure or 0]. A SEQPACKET record per command
+   * (sendmmsg), the bytes in one go on streams and pipes (a partial write is resumed, never resent).
+   * A kick while the fd is full returns to the VMM and the rest goes when KVM_RUN resumes; the region
+   * removed meanwhile stops the batch (a partly sent command is completed, the rest exit as ordinary).
+   */
+  private sendBatch(n: number): [number, number] {
+    const fd = this.writeFd;
+    const b = this.batch!;
+    const records = this.f.writeTransport === 'seqpacket';
+    const total = records ? n : n * IOREGIONFD_MSG_SIZE;
+    let done = 0;
+    while (done < total) {
+      let r: number;
+      if (records) {
+        r = b.send(fd, done, n - done, MSG_DONTWAIT);
+      } else if (this.f.writeTransport === 'stream') {
+        r = sendRaw(fd, b.bytes.subarray(done), total - done, MSG_DONTWAIT);
+      } else {
+        this.pipeCheck.set(0, fd, POLLOUT);
+        r = this.pipeCheck.wait(1, 0) ? writeRaw(fd, b.bytes.subarray(done), total - done) : -EAGAIN;
+      }
+      if (r > 0) {
+        done += r;
+        continue;
+      }
+      if (r !== -EAGAIN) return [records ? done : Math.floor(done / IOREGIONFD_MSG_SIZE), r === 0 ? EIO : -r];
+      if (IoregionDevice.nonBlocking(fd)) return [records ? done : Math.floor(done / IOREGIONFD_MSG_SIZE), EINVAL];
+      if (!this.vcpu.waitFd(fd, POLLOUT)) {
+        this.interrupted();
+        if (this.removed) {
+          if (!records && done % IOREGIONFD_MSG_SIZE) this.completeFrame(b.bytes.subarray(done - (done % IOREGIONFD_MSG_SIZE)), done % IOREGIONFD_MSG_SIZE);
+          return [records ? done : Math.ceil(done / IOREGIONFD_MSG_SIZE), 0];
+        }
+      }
+    }
+    return [n, 0];
+  }
+
+  /** The rest of a partly sent frame, so other regions on the stream stay in step; false if the peer is gone. */
+  private completeFrame(frame: Uint8Array, sent: number): boolean {
+    while (sent < IOREGIONFD_MSG_SIZE) {
+      const r = sendRaw(this.writeFd, frame.subarray(sent), IOREGIONFD_MSG_SIZE - sent, 0);
+      if (r <= 0) return false;
+      sent += r;
+    }
+    return true;
   }
 
   read(addr: bigint, len: number, out: ReadResult): AccessResult {
@@ -151,14 +248,8 @@ class IoregionDevice implements IoDevice {
    * this read fd to discard.
    */
   private abandon(sent: number, resp: boolean): number {
-    if (sent > 0 && sent < IOREGIONFD_MSG_SIZE) {
-      while (sent < IOREGIONFD_MSG_SIZE) {
-        const n = sendRaw(this.writeFd, this.msg.subarray(sent), IOREGIONFD_MSG_SIZE - sent, 0);
-        if (n < 0) return DEVICE_GONE;
-        sent += n;
-      }
-    }
-    if (sent === IOREGIONFD_MSG_SIZE && resp && this.f.context >= 0) {
+    if (sent > 0 && sent < IOREGIONFD_MSG_SIZE && !this.completeFrame(this.msg, sent)) return DEVICE_GONE;
+    if (sent > 0 && resp && this.f.context >= 0) {
       Atomics.add(this.lockWords, CONTEXT_WORDS * this.f.context + CTX.orphans, 1);
     }
     return DEVICE_GONE;

@@ -2,7 +2,20 @@
 // block (and stay wakeable by a kick or by the VM's destruction), how to say it touches no guest
 // memory while it waits, and how to hand an interrupted access back to the VMM.
 
+import type { IoFailure } from './io-bus';
 import type { VcpuConfig } from './vcpu-contract';
+
+/**
+ * Posted writes a device holds back to send several per system call. The CPU sends them before any
+ * operation other than a further posted write the same device takes (so they reach the device's fd
+ * before the vCPU's next load, store to RAM, port access, hlt or exit to the VMM, in program order).
+ */
+export interface DeferredWrites {
+  /** Whether a posted write at this address (port with pio) would join the held writes. */
+  joins(pio: boolean, addr: bigint): boolean;
+  /** Send the held writes; those that could not be sent come back, in order, for ordinary exits. */
+  flush(): IoFailure[];
+}
 
 export interface VcpuPort {
   /** The VM's settings as this thread applied them (the ioregionfd wire layout, ...). */
@@ -22,6 +35,8 @@ export interface VcpuPort {
   checkSignal(): boolean;
   /** The VM is being destroyed or the vCPU fd closed: stop waiting for anything. */
   stopRequested(): boolean;
+  /** The device now holds posted writes back (see DeferredWrites); the CPU sends them. */
+  defer(writes: DeferredWrites): void;
   /**
    * A kick interrupted the access: KVM_RUN returns -EINTR / KVM_EXIT_INTR now, and this call returns
    * when the next KVM_RUN resumes the access, which then carries on where it was.

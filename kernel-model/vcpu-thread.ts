@@ -23,7 +23,7 @@ import { Cpu, CpuHost } from './cpu';
 import { GuestMemory } from './guest-memory';
 import { BusName, IoBus, IoDevice } from './io-bus';
 import { ATTN_IRQ, ATTN_STOP, ATTN_UPDATE, SYNC, VcpuConfig, VcpuUpdate, VcpuWorkerData } from './vcpu-contract';
-import type { VcpuPort } from './vcpu-port';
+import type { DeferredWrites, VcpuPort } from './vcpu-port';
 import { VcpuStopped, VcpuWaits } from './vcpu-wait';
 import { createWorkerDevice, DeviceDesc, WorkerDevice } from './worker-devices';
 
@@ -52,6 +52,8 @@ export class VcpuThread implements CpuHost, VcpuPort {
   /** VM-wide shared memory of features (ioregionfd locks and counters, the irqchip), by name. */
   private readonly sharedBlocks = new Map<string, SharedArrayBuffer>();
   private readonly cpu: Cpu;
+  /** Posted writes a device holds back; the CPU sends them before anything else (vcpu-port.ts). */
+  deferred: DeferredWrites | undefined;
   private entry: GuestFn | undefined;
   private entryName = '';
   /** Set once guest code returned or threw: every later KVM_RUN reports the same exit. */
@@ -234,6 +236,8 @@ export class VcpuThread implements CpuHost, VcpuPort {
   }
 
   interrupted(): void {
+    // Held posted writes reach their device before the VMM hears of the kick.
+    this.cpu.flushPosted();
     this.setExit(KVM_EXIT_INTR);
     this.reply(REPLY_EINTR);
     this.waitForRun();
@@ -259,6 +263,14 @@ export class VcpuThread implements CpuHost, VcpuPort {
       // One interrupt per boundary; more pending ones are taken at the following boundaries.
       if (this.cpu.takeInterrupt()) this.requestInterruptCheck();
     }
+  }
+
+  defer(writes: DeferredWrites): void {
+    this.deferred = writes;
+  }
+
+  attentionPending(): boolean {
+    return this.waits.attentionPending();
   }
 
   requestInterruptCheck(): void {

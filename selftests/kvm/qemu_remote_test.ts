@@ -161,7 +161,8 @@ async function exitedWithin(dev: QemuDevice, guardMs = GONE_GUARD_MS): Promise<E
 function blockedReadFd(pid: number): number | undefined {
   try {
     const f = fs.readFileSync(`/proc/${pid}/syscall`, 'utf8').trim().split(' ');
-    return f[0] === '0' ? Number(f[1]) : undefined;
+    // read(2), or recvmmsg(2) on a SEQPACKET channel (x86-64 syscall numbers 0 and 299).
+    return f[0] === '0' || f[0] === '299' ? Number(f[1]) : undefined;
   } catch {
     return undefined;
   }
