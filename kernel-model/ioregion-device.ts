@@ -2,9 +2,9 @@
 // region's write_fd and, unless it is a posted write, one 32-byte response read from its read_fd.
 //
 // Semantics (RFC v3 as intended, docs/ioregionfd.md §5, differences from the RFC in §7):
-// - Regions sharing a read fd form one serialization context: a FIFO ticket lock in VM-shared memory,
-//   held per <= 8-byte access, so one command is in flight per context and each response reaches the
-//   vCPU that sent the command. Size-0 regions are never serialized.
+// - Regions sharing a read fd form one serialization context (ioregion-lock.ts), held per <= 8-byte
+//   access, so one command is in flight per context and each response reaches the vCPU that sent
+//   the command. Size-0 regions are never serialized.
 // - A kick while blocked (waiting for the lock, for room to send, or for the reply) returns KVM_RUN
 //   with EINTR / KVM_EXIT_INTR; the access stays on this thread's stack, so the next KVM_RUN resumes
 //   it exactly where it was: the rest of a partly sent command is sent, a delivered one is not resent,
@@ -21,11 +21,11 @@ import {
 } from '../proto/ioregionfd-wire';
 import { closeQuietly, getStatusFlags, MessageBatch, MSG_DONTWAIT, O_NONBLOCK, PollSet, POLLOUT, sendRaw, writeRaw } from '../proto/os';
 import { AccessResult, DEVICE_GONE, IoDevice, IoFailure, ReadResult } from './io-bus';
-import { CONTEXT_WORDS, CTX, IOREGION_SHARED, IoregionFields, MAX_CONTEXTS, STAT, statCounters } from './ioregionfd-shared';
+import { IOREGION_SHARED, IoregionFields, STAT, statCounters } from './ioregionfd-shared';
+import { ContextLock, LeftCommand } from './ioregion-lock';
 import type { DeferredWrites, VcpuPort } from './vcpu-port';
 import type { DeviceDesc, WorkerDevice } from './worker-devices';
 
-const LOCK_POLL_MS = 5;
 /** Posted writes sent per system call at most (sendmmsg on SEQPACKET, one write on streams and pipes). */
 const POSTED_BATCH = 16;
 
@@ -34,15 +34,17 @@ class IoregionDevice implements IoDevice, DeferredWrites {
   private readonly addr: bigint;
   private readonly readFd: number;
   private readonly writeFd: number;
-  private readonly lockWords: Int32Array;
+  /** The context's lock, for regions that share a read fd (undefined: not serialized). */
+  private readonly lock: ContextLock | undefined;
   private readonly stats: BigInt64Array;
   private readonly msg = new Uint8Array(IOREGIONFD_MSG_SIZE);
   private readonly msgView = new DataView(this.msg.buffer);
+  /** This command, for the holder before us to send (only a SEQPACKET record goes whole, without waiting). */
+  private readonly left: LeftCommand | undefined;
   /** Responses are read into room for two frames, so an oversized SEQPACKET answer is visible. */
   private readonly reply = new Uint8Array(2 * IOREGIONFD_MSG_SIZE);
   private readonly replyView = new DataView(this.reply.buffer);
   private readonly pipeCheck = new PollSet(1);
-  private locked = false;
   private busy = false;
   private removed = false;
   /** Posted writes held back (see DeferredWrites): their commands, and what each access was. */
@@ -57,8 +59,9 @@ class IoregionDevice implements IoDevice, DeferredWrites {
     // The VM creates the block before its first region and sends it ahead of any device update.
     const shared = vcpu.shared(IOREGION_SHARED);
     if (!shared) throw new Error('ioregionfd shared memory missing');
-    this.lockWords = new Int32Array(shared, 0, MAX_CONTEXTS * CONTEXT_WORDS);
     this.stats = statCounters(shared, this.f.statSlot);
+    if (desc.context >= 0) this.lock = new ContextLock(shared, desc.context, vcpu, () => this.interrupted());
+    if (desc.writeTransport === 'seqpacket') this.left = { words: new Int32Array(this.msg.buffer), writeFd: this.writeFd };
   }
 
   write(addr: bigint, len: number, value: bigint): AccessResult {
@@ -92,10 +95,10 @@ class IoregionDevice implements IoDevice, DeferredWrites {
     let e = 0;
     this.busy = true;
     try {
-      if (this.f.context >= 0) this.lock();
+      this.lock?.acquire();
       if (!this.removed) [sent, e] = this.sendBatch(n);
     } finally {
-      if (this.locked) this.unlock();
+      if (this.lock?.held) this.lock.release();
       this.busy = false;
       if (this.removed) this.closeFds();
     }
@@ -170,15 +173,20 @@ class IoregionDevice implements IoDevice, DeferredWrites {
 
   private transact(cmd: number, addr: bigint, len: number, value: bigint, resp: boolean): AccessResult {
     this.busy = true;
+    // A FAST_MMIO doorbell encodes like a 1-byte write of 0 (byte-identical in v3, valid in v1).
+    // Encoded before the lock: a waiter leaves the command for the holder to send (lock()).
+    encodeCmdFields(this.vcpu.config.wire, this.msgView, 0, cmd, Math.max(len, 1), resp, this.f.userData, addr - this.addr, value);
     try {
-      if (this.f.context >= 0) this.lock();
-      if (this.removed) return DEVICE_GONE;
-      // A FAST_MMIO doorbell encodes like a 1-byte write of 0 (byte-identical in v3, valid in v1).
-      encodeCmdFields(this.vcpu.config.wire, this.msgView, 0, cmd, Math.max(len, 1), resp, this.f.userData, addr - this.addr, value);
-      let e = this.send(resp);
+      const sentForUs = this.lock?.acquire(resp ? this.left : undefined) ?? false;
+      if (this.removed) {
+        if (sentForUs) this.lock!.countOrphan();
+        return DEVICE_GONE;
+      }
+      let e = sentForUs ? 0 : this.send(resp);
       if (e === 0 && resp) e = this.receive();
       if (e === 0) {
         Atomics.add(this.stats, cmd === IOREGIONFD_CMD_READ ? STAT.reads : resp ? STAT.writes : STAT.posted, 1n);
+        this.lock?.sendForNext();
       } else if (e !== DEVICE_GONE) {
         Atomics.add(this.stats, STAT.failures, 1n);
         Atomics.store(this.stats, STAT.lastErrno, BigInt(e));
@@ -186,53 +194,10 @@ class IoregionDevice implements IoDevice, DeferredWrites {
       }
       return e;
     } finally {
-      if (this.locked) this.unlock();
+      if (this.lock?.held) this.lock.release();
       this.busy = false;
       if (this.removed) this.closeFds();
     }
-  }
-
-  /** Take this context's ticket and wait for it; a kick returns to the VMM without losing the place. */
-  private lock(): void {
-    const w = this.lockWords;
-    const serving = CONTEXT_WORDS * this.f.context + CTX.serving;
-    const ticket = Atomics.add(w, CONTEXT_WORDS * this.f.context + CTX.next, 1);
-    try {
-      for (;;) {
-        const now = Atomics.load(w, serving);
-        if (now === ticket) break;
-        // Waiting for the fd touches no guest memory: a memslot change need not wait for us.
-        this.vcpu.quiesce(true);
-        Atomics.wait(w, serving, now, LOCK_POLL_MS);
-        this.vcpu.quiesce(false);
-        if (this.vcpu.checkSignal()) this.interrupted();
-      }
-    } catch (e) {
-      // This thread is leaving (its vCPU fd closed, or the VM is going): a ticket nobody serves
-      // would stop every vCPU queued behind it, so take the turn and pass it on.
-      this.vcpu.quiesce(false);
-      this.passTurn(ticket);
-      throw e;
-    }
-    this.locked = true;
-  }
-
-  private passTurn(ticket: number): void {
-    const w = this.lockWords;
-    const serving = CONTEXT_WORDS * this.f.context + CTX.serving;
-    for (;;) {
-      if (this.vcpu.stopRequested()) return;
-      const now = Atomics.load(w, serving);
-      if (now === ticket) return this.unlock();
-      Atomics.wait(w, serving, now, LOCK_POLL_MS);
-    }
-  }
-
-  private unlock(): void {
-    const serving = CONTEXT_WORDS * this.f.context + CTX.serving;
-    Atomics.add(this.lockWords, serving, 1);
-    Atomics.notify(this.lockWords, serving);
-    this.locked = false;
   }
 
   private interrupted(): void {
@@ -249,9 +214,7 @@ class IoregionDevice implements IoDevice, DeferredWrites {
    */
   private abandon(sent: number, resp: boolean): number {
     if (sent > 0 && sent < IOREGIONFD_MSG_SIZE && !this.completeFrame(this.msg, sent)) return DEVICE_GONE;
-    if (sent > 0 && resp && this.f.context >= 0) {
-      Atomics.add(this.lockWords, CONTEXT_WORDS * this.f.context + CTX.orphans, 1);
-    }
+    if (sent > 0 && resp) this.lock?.countOrphan();
     return DEVICE_GONE;
   }
 
@@ -298,7 +261,6 @@ class IoregionDevice implements IoDevice, DeferredWrites {
   private receive(): number {
     const fd = this.readFd;
     const seqpacket = this.f.readTransport === 'seqpacket';
-    const orphans = CONTEXT_WORDS * this.f.context + CTX.orphans;
     let got = 0;
     while (got < IOREGIONFD_MSG_SIZE) {
       const n = this.vcpu.readWakeable(fd, got ? this.reply.subarray(got) : this.reply, seqpacket ? this.reply.length : IOREGIONFD_MSG_SIZE - got);
@@ -313,10 +275,7 @@ class IoregionDevice implements IoDevice, DeferredWrites {
       if (e) return e;
       got += n;
       // Replies to commands of regions deassigned mid-access come first: drop them (we hold the lock).
-      if (got === IOREGIONFD_MSG_SIZE && Atomics.load(this.lockWords, orphans) > 0) {
-        Atomics.sub(this.lockWords, orphans, 1);
-        got = 0;
-      }
+      if (got === IOREGIONFD_MSG_SIZE && this.lock?.takeOrphan()) got = 0;
     }
     return 0;
   }

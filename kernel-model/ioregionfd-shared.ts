@@ -19,7 +19,26 @@ export const MAX_STAT_SLOTS = 4096;
 export const STAT = { reads: 0, writes: 1, posted: 2, failures: 3, lastErrno: 4, interrupted: 5 } as const;
 export const STAT_WORDS = 6;
 export const CONTEXT_BYTES = MAX_CONTEXTS * CONTEXT_WORDS * 4;
-export const SHARED_BYTES = CONTEXT_BYTES + MAX_STAT_SLOTS * STAT_WORDS * 8;
+const STATS_BYTES = MAX_STAT_SLOTS * STAT_WORDS * 8;
+/**
+ * Lock hand-off mailboxes, after the counters: per context HANDOFF_SLOTS slots, slot = ticket % HANDOFF_SLOTS,
+ * of HANDOFF_WORDS Int32 words: the ticket, the state (HANDOFF_*), the waiter's write fd and its 32-byte command.
+ * A vCPU waiting for the lock leaves its command there; the holder, once its own reply is in, sends it
+ * for the waiter before passing the lock, so the device starts on it while the waiter is still waking.
+ */
+export const HANDOFF_SLOTS = 4;
+export const HANDOFF = { ticket: 0, state: 1, writeFd: 2, cmd: 3 } as const;
+export const HANDOFF_WORDS = 3 + 8;
+export const HANDOFF_EMPTY = 0;
+export const HANDOFF_PUBLISHED = 1;
+export const HANDOFF_TAKEN = 2;
+export const HANDOFF_SENT = 3;
+export const SHARED_BYTES = CONTEXT_BYTES + STATS_BYTES + MAX_CONTEXTS * HANDOFF_SLOTS * HANDOFF_WORDS * 4;
+
+/** All hand-off mailboxes, as a view on the shared block. */
+export function handoffWords(shared: SharedArrayBuffer): Int32Array {
+  return new Int32Array(shared, CONTEXT_BYTES + STATS_BYTES, MAX_CONTEXTS * HANDOFF_SLOTS * HANDOFF_WORDS);
+}
 
 /** The counters of one stats slot, as a view on the shared block. */
 export function statCounters(shared: SharedArrayBuffer, slot: number): BigInt64Array {
