@@ -15,10 +15,10 @@ import { decodeRequest, encodeReply, GuestEntryType, IoctlRequest, REPLY_TRUNCAT
 import { EFAULT, EINTR, EINVAL } from '../proto/errno';
 import { installCpu, takeGuestContextViolation } from '../proto/guest-cpu';
 import {
-  KVM_EMU_SET_GUEST_ENTRY, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR, KVM_EXIT_SHUTDOWN, KVM_GET_REGS,
+  KVM_EMU_SET_GUEST_ENTRY, KVM_EMU_SET_VCPU_AFFINITY, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR, KVM_EXIT_SHUTDOWN, KVM_GET_REGS,
   KVM_INTERNAL_ERROR_EMULATION, KVM_RUN, KVM_SET_REGS, KVM_VCPU_MMAP_SIZE, REGS, REGS_SIZE, RUN,
 } from '../proto/kvm-uapi';
-import { closeQuietly, gettid, mapShared, Mapping, sendMessage, setNonBlocking, unmap } from '../proto/os';
+import { closeQuietly, CPU_SETSIZE, cpusOfMask, getAffinity, gettid, mapShared, Mapping, sendMessage, setAffinity, setNonBlocking, unmap } from '../proto/os';
 import { Cpu, CpuHost } from './cpu';
 import { GuestMemory } from './guest-memory';
 import { BusName, IoBus, IoDevice } from './io-bus';
@@ -55,6 +55,8 @@ export class VcpuThread implements CpuHost, VcpuPort {
   /** Posted writes a device holds back; the CPU sends them before anything else (vcpu-port.ts). */
   deferred: DeferredWrites | undefined;
   private entry: GuestFn | undefined;
+  /** The CPUs this thread had before the VMM pinned it: it goes back to the pool with them. */
+  private unpinned: number[] | undefined;
   private entryName = '';
   /** Set once guest code returned or threw: every later KVM_RUN reports the same exit. */
   private terminal: { reason: number; detail: string } | undefined;
@@ -136,9 +138,21 @@ export class VcpuThread implements CpuHost, VcpuPort {
         return encodeReply({ ret: 0 });
       case KVM_EMU_SET_GUEST_ENTRY:
         return this.setEntry(req.data);
+      case KVM_EMU_SET_VCPU_AFFINITY:
+        return this.pin(req.data);
       default:
         return encodeReply({ ret: -1, errno: EINVAL, detail: `unknown vCPU ioctl 0x${req.request.toString(16)}` });
     }
+  }
+
+  /** KVM_EMU_SET_VCPU_AFFINITY: this thread on the CPUs of the mask, until the vCPU ends. */
+  private pin(mask: Buffer): Uint8Array {
+    if (mask.length > CPU_SETSIZE / 8) return encodeReply({ ret: -1, errno: EINVAL, detail: `a CPU mask has at most ${CPU_SETSIZE / 8} bytes, got ${mask.length}` });
+    const cpus = cpusOfMask(mask);
+    this.unpinned ??= getAffinity(0);
+    const r = setAffinity(0, cpus);
+    if (r < 0) return encodeReply({ ret: -1, errno: -r, detail: `sched_setaffinity to CPUs [${cpus.join(',')}] failed` });
+    return encodeReply({ ret: 0 });
   }
 
   private setEntry(data: Buffer): Uint8Array {
@@ -362,5 +376,6 @@ export class VcpuThread implements CpuHost, VcpuPort {
     unmap(this.runMap);
     closeQuietly(this.sock);
     this.port.close();
+    if (this.unpinned) setAffinity(0, this.unpinned);
   }
 }

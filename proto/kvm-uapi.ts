@@ -51,6 +51,11 @@ export const KVM_SET_REGS = IOW(0x82, 144);
 export const KVM_EMU_SET_GUEST_ENTRY = IO(0xe0);
 /** VM: read per-ioregion statistics. Reply: IoregionStatsList. */
 export const KVM_EMU_GET_IOREGION_STATS = IO(0xe1);
+/**
+ * vCPU: run this vCPU's thread on these CPUs only (a VMM pins its own vCPU threads; the model's live
+ * in the kernel-model). Arg: a cpu_set_t-style bit mask, little-endian bytes, at most 128 bytes.
+ */
+export const KVM_EMU_SET_VCPU_AFFINITY = IO(0xe2);
 
 // Capabilities (KVM_CHECK_EXTENSION).
 export const KVM_CAP_IRQCHIP = 0;

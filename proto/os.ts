@@ -6,7 +6,7 @@
 
 import * as fs from 'fs';
 import koffi from 'koffi';
-import { EAGAIN, EINTR, EMSGSIZE } from './errno';
+import { EAGAIN, EINTR, EINVAL, EMSGSIZE } from './errno';
 import { SyscallError } from './errors';
 
 const libc = koffi.load('libc.so.6');
@@ -42,6 +42,8 @@ const c = {
   getpeername: libc.func('int getpeername(int fd, void *addr, _Inout_ uint32_t *len)'),
   sigaction: libc.func('int sigaction(int sig, const void *act, void *oldact)'),
   dlsym: libc.func('void *dlsym(void *handle, const char *name)'),
+  sched_setaffinity: libc.func('int sched_setaffinity(int pid, size_t size, const uint8_t *mask)'),
+  sched_getaffinity: libc.func('int sched_getaffinity(int pid, size_t size, _Out_ uint8_t *mask)'),
 };
 
 export const AF_UNIX = 1;
@@ -273,6 +275,45 @@ export function sleepUntilSignal(timeoutMs: number): void {
 /** The kernel thread id of the calling thread (gettid). */
 export function gettid(): number {
   return Number(c.syscall5(186 /* SYS_gettid */, 0, 0, 0, 0, 0));
+}
+
+/** The largest CPU number a mask may name (glibc's CPU_SETSIZE). */
+export const CPU_SETSIZE = 1024;
+
+/** A cpu_set_t-style mask (bit n of byte n / 8) naming these CPUs; undefined for a number out of range. */
+export function cpuMask(cpus: readonly number[]): Uint8Array | undefined {
+  const mask = new Uint8Array(CPU_SETSIZE / 8);
+  for (const cpu of cpus) {
+    if (!Number.isInteger(cpu) || cpu < 0 || cpu >= CPU_SETSIZE) return undefined;
+    mask[cpu >> 3] |= 1 << (cpu & 7);
+  }
+  return mask;
+}
+
+/**
+ * sched_setaffinity(2) for a process or thread id (0: the calling thread): 0 or -errno. An empty
+ * list, or a CPU at or past CPU_SETSIZE, is -EINVAL as the kernel answers an empty mask.
+ */
+export function setAffinity(tid: number, cpus: readonly number[]): number {
+  const mask = cpuMask(cpus);
+  if (!mask || cpus.length === 0) return -EINVAL;
+  return c.sched_setaffinity(tid, mask.length, mask) === 0 ? 0 : -koffi.errno();
+}
+
+/** sched_getaffinity(2): the CPUs a process or thread (0: the calling thread) may run on. */
+export function getAffinity(tid: number): number[] {
+  const mask = new Uint8Array(CPU_SETSIZE / 8);
+  if (c.sched_getaffinity(tid, mask.length, mask) < 0) throw new SyscallError('sched_getaffinity', koffi.errno());
+  return cpusOfMask(mask);
+}
+
+/** The CPU numbers set in a cpu_set_t-style mask (bit n of byte n / 8). */
+export function cpusOfMask(mask: Uint8Array): number[] {
+  const cpus: number[] = [];
+  mask.forEach((byte, i) => {
+    for (let b = 0; b < 8; b++) if (byte & (1 << b)) cpus.push(8 * i + b);
+  });
+  return cpus;
 }
 
 /** tgkill(2): send `sig` to one thread of a process; false if it is gone. */

@@ -3,13 +3,14 @@
 // the VMM, and the exit comes back as a VcpuExit.
 
 import { encodeRequest, GuestEntryType, ioctlAwaitReply, ioctlMessage, ioctlRaw, IoctlResult } from '../proto/control';
-import { EINTR } from '../proto/errno';
+import { EINTR, EINVAL } from '../proto/errno';
 import {
-  EMU_ATTN_KICK, KVM_EMU_SET_GUEST_ENTRY, KVM_GET_REGS, KVM_RUN, KVM_SET_REGS, REGS, RegName, RUN,
+  EMU_ATTN_KICK, KVM_EMU_SET_GUEST_ENTRY, KVM_EMU_SET_VCPU_AFFINITY, KVM_GET_REGS, KVM_RUN, KVM_SET_REGS, REGS, RegName, RUN,
 } from '../proto/kvm-uapi';
-import { closeQuietly, eventfdWrite, mapShared, Mapping, sendMessage, unmapWhenUnreachable } from '../proto/os';
+import { closeQuietly, CPU_SETSIZE, cpuMask, eventfdWrite, mapShared, Mapping, sendMessage, unmapWhenUnreachable } from '../proto/os';
 import { decodeExit, VcpuExit } from './exit';
 import { GuestCode, GuestEntry, guestEntryOf } from './guest-entry';
+import { KvmError } from '../proto/errors';
 import { check } from './kvm';
 import type { Vm } from './vm';
 
@@ -51,6 +52,16 @@ export class Vcpu {
   setEntry(code: GuestCode | GuestEntry): void {
     const { module, exportName } = typeof code === 'function' ? guestEntryOf(code) : code;
     check(this.ioctl(KVM_EMU_SET_GUEST_ENTRY, GuestEntryType.encode({ module, export: exportName }).finish()), 'KVM_EMU_SET_GUEST_ENTRY');
+  }
+
+  /**
+   * KVM_EMU_SET_VCPU_AFFINITY: run this vCPU's thread on these CPUs only, as a VMM pins its vCPU
+   * threads (here they live in the kernel-model). Lasts until the vCPU is closed.
+   */
+  setAffinity(cpus: readonly number[]): void {
+    const mask = cpuMask(cpus);
+    if (!mask) throw new KvmError('KVM_EMU_SET_VCPU_AFFINITY', EINVAL, `CPU numbers must be integers in 0..${CPU_SETSIZE - 1}, got [${cpus.join(', ')}]`);
+    check(this.ioctl(KVM_EMU_SET_VCPU_AFFINITY, mask), 'KVM_EMU_SET_VCPU_AFFINITY');
   }
 
   /** KVM_GET_REGS. */
