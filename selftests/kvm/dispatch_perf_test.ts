@@ -13,6 +13,8 @@
 //                                     which forwards to a testdev task and completes with KVM_RUN
 //   mmio_exit_rtt                     the bare exit: KVM_EXIT_MMIO to this process, completed from
 //                                     kvm_run with no device, then KVM_RUN
+//   floor_c_rtt_placed                floor_c_rtt with both processes on one CPU
+//   ioregionfd_read_rtt_placed        ioregionfd_read_rtt with the vCPU thread and the task on that CPU
 //   floor_c_posted_rate               C one-way 32-byte writes per second
 //   floor_node_posted_rate            Node one-way 32-byte writes per second
 //   ioregionfd_posted_write_rate      posted guest writel per second, device consuming
@@ -28,6 +30,7 @@ import { PerfCase, perf_options, perf_run_interleaved, perf_selected, perf_skip,
 import { exit_path_read_case, FILLERS, ioeventfd_write_case, ioregionfd_read_case, ioregionfd_write_case, mmio_exit_case } from './lib/perf_cases';
 import { build_c_floor, c_floor_case, node_floor_case } from './lib/perf_floor';
 import { TEST_REQUIRE } from './lib/test_util';
+import { getAffinity } from '../../proto/os';
 
 async function main(): Promise<void> {
   const o = perf_options();
@@ -36,15 +39,20 @@ async function main(): Promise<void> {
 
   type Maker = () => PerfCase | string;
   let cFloor: ReturnType<typeof build_c_floor> | undefined;
-  const c = (name: string, posted: boolean): Maker => () => {
+  const c = (name: string, posted: boolean, cpu?: number): Maker => () => {
     cFloor ??= build_c_floor();
-    return typeof cFloor === 'string' ? cFloor : c_floor_case(o, cFloor, name, posted);
+    return typeof cFloor === 'string' ? cFloor : c_floor_case(o, cFloor, name, posted, cpu);
   };
+  // Placement: a vCPU thread and its device task on one CPU, as vhost and SPDK deployments place
+  // them; the last CPU this process may use, so CPU 0's interrupt work stays apart where it can.
+  const placed = getAffinity(0).at(-1)!;
   const all: [string, PerfUnit, Maker][] = [
     ['floor_c_rtt', 'us', c('floor_c_rtt', false)],
     ['floor_node_rtt', 'us', () => node_floor_case(o, 'floor_node_rtt', false)],
     ['ioregionfd_read_rtt', 'us', () => ioregionfd_read_case(o, 'ioregionfd_read_rtt', 0)],
     ['ioregionfd_read_rtt_1000_regions', 'us', () => ioregionfd_read_case(o, 'ioregionfd_read_rtt_1000_regions', FILLERS)],
+    ['floor_c_rtt_placed', 'us', c('floor_c_rtt_placed', false, placed)],
+    ['ioregionfd_read_rtt_placed', 'us', () => ioregionfd_read_case(o, 'ioregionfd_read_rtt_placed', 0, placed)],
     ['ioregionfd_write_rtt', 'us', () => ioregionfd_write_case(o, 'ioregionfd_write_rtt', false)],
     ['exit_path_read_rtt', 'us', () => exit_path_read_case(o, 'exit_path_read_rtt')],
     ['mmio_exit_rtt', 'us', () => mmio_exit_case(o, 'mmio_exit_rtt')],

@@ -12,7 +12,7 @@ import {
   decodeResp, encodeCmdFields, IOREGIONFD_CMD_READ, IOREGIONFD_CMD_WRITE, IOREGIONFD_MSG_SIZE,
 } from '../../../proto/ioregionfd-wire';
 import { IOEVENTFD, KVM_CAP_IOEVENTFD, KVM_EXIT_IO, KVM_EXIT_MMIO, KVM_IOEVENTFD, KVM_IOREGION_POSTED_WRITES, PAGE_SIZE } from '../../../proto/kvm-uapi';
-import { closeQuietly, eventfd, readRaw, writeRaw } from '../../../proto/os';
+import { closeQuietly, eventfd, readRaw, setAffinity, writeRaw } from '../../../proto/os';
 import { DeviceChannel, DeviceTask, RegionSpec, spawn_device_task } from './device_task';
 import { vm_ioregion_stats } from './ioregionfd';
 import {
@@ -89,18 +89,28 @@ function one_region_vm(guest: GuestCode, gpa: bigint, flags: number, fillers: nu
   return { vm, vcpu, tasks };
 }
 
-/** ioregionfd_read_rtt (fillers 0) and ioregionfd_read_rtt_1000_regions (fillers FILLERS). */
-export function ioregionfd_read_case(o: PerfOptions, name: string, fillers: number): PerfCase {
+/**
+ * ioregionfd_read_rtt (fillers 0), ioregionfd_read_rtt_1000_regions (fillers FILLERS), and with
+ * `cpu` ioregionfd_read_rtt_placed: the vCPU thread and the device task both on that CPU.
+ */
+export function ioregionfd_read_case(o: PerfOptions, name: string, fillers: number, cpu?: number): PerfCase {
   const ops = perf_ops(o, RTT_OPS, 200);
   const gpa = MMIO_BASE + (fillers ? MEASURED_SLOT * STRIDE : 0n);
   const { vm, vcpu, tasks } = one_region_vm(guest_read_loop, gpa, 0, fillers);
+  if (cpu !== undefined) {
+    vcpu.setAffinity([cpu]);
+    // The task's main thread (tid = pid) is the one that serves the region's fd.
+    const e = setAffinity(tasks[0].pid, [cpu]);
+    TEST_ASSERT(e === 0, `${name}: sched_setaffinity(${tasks[0].pid}, CPU ${cpu}) failed: errno ${-e}`);
+  }
   vcpu_args_set(vcpu, gpa, ops, o.reps, warmup_of(ops), PATTERN);
   const check = () => {
     const reads = vm_ioregion_stats(vm).find((r) => r.guestPaddr === gpa)?.reads ?? 0n;
     const expected = BigInt(warmup_of(ops) + ops * o.reps);
     TEST_ASSERT(reads === expected, `${name}: the region counted ${reads} reads, the guest did ${expected}`);
   };
-  const note = fillers ? `${fillers + 1} regions on the MMIO bus (NR_IOBUS_DEVS), the measured one in the middle` : 'one region, SOCK_SEQPACKET, testdev task';
+  const note = fillers ? `${fillers + 1} regions on the MMIO bus (NR_IOBUS_DEVS), the measured one in the middle`
+    : `one region, SOCK_SEQPACKET, testdev task${cpu === undefined ? '' : `, vCPU thread and task both on CPU ${cpu}`}`;
   return guest_case({ name, unit: 'us', timing: GUEST_TIMED, note }, vm, vcpu, tasks, check);
 }
 

@@ -104,13 +104,16 @@ export function build_c_floor(): CFloorProgram | string {
   return { exe, dispose };
 }
 
-/** floor_c_rtt / floor_c_posted_rate: one transport_floor process pair; it times each round itself. */
-export function c_floor_case(o: PerfOptions, prog: CFloorProgram, name: string, posted: boolean): PerfCase {
+/**
+ * floor_c_rtt / floor_c_posted_rate: one transport_floor process pair; it times each round itself.
+ * With `cpu`, both ends run on that CPU (floor_c_rtt_placed).
+ */
+export function c_floor_case(o: PerfOptions, prog: CFloorProgram, name: string, posted: boolean, cpu?: number): PerfCase {
   const ops = perf_ops(o, posted ? FLOOR_POSTED_OPS : FLOOR_RTT_OPS);
   // Plain pipes for its stdin/stdout, used synchronously: a round is a blocking request and answer.
   const [cmdRead, cmdWrite] = pipe();
   const [outRead, outWrite] = pipe();
-  const child = spawn(prog.exe, [], { stdio: [cmdRead, outWrite, 'inherit'] });
+  const child = spawn(prog.exe, cpu === undefined ? [] : [`cpu=${cpu}`], { stdio: [cmdRead, outWrite, 'inherit'] });
   closeQuietly(cmdRead);
   closeQuietly(outWrite);
   const exited = exitOf(child);
@@ -132,7 +135,7 @@ export function c_floor_case(o: PerfOptions, prog: CFloorProgram, name: string, 
   };
   return {
     name, unit: posted ? 'ops/s' : 'us', timing: 'the C program (clock_gettime around each round)',
-    note: `C <-> C (fork), SOCK_SEQPACKET, blocking read/write${posted ? ', closed by a fence' : ''}`,
+    note: `C <-> C (fork), SOCK_SEQPACKET, blocking read/write${posted ? ', closed by a fence' : ''}${cpu === undefined ? '' : `, both on CPU ${cpu}`}`,
     round(r) {
       const n = r === 0 ? Math.max(1, Math.round(ops / 10)) : ops;
       const answer = request(`${posted ? 'posted' : 'rtt'} ${n}`);

@@ -11,9 +11,13 @@
  *   quit       stop the child and exit
  *
  * Answer: "ok <N> <elapsed ns>", or "err <text>" (then exit 1), e.g. for a lost or reordered message.
+ *
+ * Arguments: "stream" for SOCK_STREAM; "cpu=N" runs both ends on CPU N (the placed floor that a
+ * placed ioregionfd case is compared with).
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -152,7 +156,22 @@ static void posted(int fd, uint64_t ops)
 
 int main(int argc, char **argv)
 {
-	is_stream = argc > 1 && strcmp(argv[1], "stream") == 0;
+	for (int i = 1; i < argc; i++) {
+		int cpu;
+		if (strcmp(argv[i], "stream") == 0) {
+			is_stream = 1;
+		} else if (sscanf(argv[i], "cpu=%d", &cpu) == 1) {
+			cpu_set_t set;
+			CPU_ZERO(&set);
+			CPU_SET(cpu, &set);
+			/* Before the fork: the child inherits it. */
+			if (sched_setaffinity(0, sizeof(set), &set) != 0)
+				fail("sched_setaffinity");
+		} else {
+			printf("err unknown argument: %s\n", argv[i]);
+			return 1;
+		}
+	}
 	int sv[2];
 	if (socketpair(AF_UNIX, is_stream ? SOCK_STREAM : SOCK_SEQPACKET, 0, sv) != 0)
 		fail("socketpair");
