@@ -1,5 +1,6 @@
 // The fault campaigns the stress runner (npm run stress) and fault_campaigns_test know, in report order.
 
 import { Campaign } from './campaign';
+import { ioctlFuzz } from './ioctl-fuzz';
 
-export const CAMPAIGNS: Campaign[] = [];
+export const CAMPAIGNS: Campaign[] = [ioctlFuzz];
