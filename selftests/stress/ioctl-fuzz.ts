@@ -106,6 +106,12 @@ interface Message {
   allowed: Allowed;
 }
 
+const PROBES: Record<FdKind, Uint8Array> = {
+  system: encodeRequest({ request: KVM_GET_API_VERSION }),
+  vm: encodeRequest({ request: KVM_CHECK_EXTENSION, arg: BigInt(KVM_CAP_USER_MEMORY) }),
+  vcpu: encodeRequest({ request: KVM_GET_REGS }),
+};
+
 /** A kernel-model with two VMs of one vCPU each: the fds the messages go to and the fds they name. */
 class Target {
   readonly kvm: Kvm;
@@ -143,10 +149,10 @@ class Target {
   }
 
   /** A cheap ioctl the fd must still answer correctly: the fd is still being served. */
-  static probe(kind: FdKind): { request: number; check: (r: IoctlResult) => boolean } {
-    if (kind === 'system') return { request: KVM_GET_API_VERSION, check: (r) => r.ret === KVM_API_VERSION };
-    if (kind === 'vm') return { request: KVM_CHECK_EXTENSION, check: (r) => r.ret === 1 };
-    return { request: KVM_GET_REGS, check: (r) => r.ret === 0 && r.data.length === REGS_SIZE };
+  static probe(kind: FdKind): { request: number; message: Uint8Array; check: (r: IoctlResult) => boolean } {
+    if (kind === 'system') return { request: KVM_GET_API_VERSION, message: PROBES.system, check: (r) => r.ret === KVM_API_VERSION };
+    if (kind === 'vm') return { request: KVM_CHECK_EXTENSION, message: PROBES.vm, check: (r) => r.ret === 1 };
+    return { request: KVM_GET_REGS, message: PROBES.vcpu, check: (r) => r.ret === 0 && r.data.length === REGS_SIZE };
   }
 }
 
@@ -406,7 +412,7 @@ async function run({ iterations, seed, progress }: { iterations: number; seed: n
         example(`${where}: ${msg.what}: got ${describe(o)}, allowed ${[...msg.allowed.errnos.map(errnoName), ...(msg.allowed.ok ? ['success'] : [])].join('/')}`);
       }
       const p = Target.probe(kind);
-      const po = boundedIoctl(fd, encodeRequest({ request: p.request, arg: p.request === KVM_CHECK_EXTENSION ? BigInt(KVM_CAP_USER_MEMORY) : 0n }), [], REPLY_TIMEOUT_MS);
+      const po = boundedIoctl(fd, p.message, [], REPLY_TIMEOUT_MS);
       if (po.kind === 'reply') po.r.fds.forEach(closeQuietly);
       if (po.kind !== 'reply' || !p.check(po.r)) {
         if (po.kind === 'hang') result.hangs++;
