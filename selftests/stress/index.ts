@@ -2,5 +2,6 @@
 
 import { Campaign } from './campaign';
 import { ioctlFuzz } from './ioctl-fuzz';
+import { ioctlModel } from './ioctl-model';
 
-export const CAMPAIGNS: Campaign[] = [ioctlFuzz];
+export const CAMPAIGNS: Campaign[] = [ioctlFuzz, ioctlModel];

@@ -23,7 +23,7 @@ import { Kvm } from '../../vmm/kvm';
 import { Vcpu } from '../../vmm/vcpu';
 import { Vm } from '../../vmm/vm';
 import { Campaign, CampaignResult, emptyResult } from './campaign';
-import { alive, boundedIoctl, childProcesses, fdsOf, newFds, Outcome, waitFor } from './observe';
+import { alive, boundedIoctl, childProcesses, fdsOf, newFds, Outcome, structFds, waitFor } from './observe';
 
 /** Bound of one message's round trip: far above the ~0.1 ms it takes, below anything a person waits for. */
 const REPLY_TIMEOUT_MS = 5000;
@@ -244,19 +244,6 @@ class Fuzzer {
   }
 }
 
-/** The fds a struct names in its fd fields (as the client library attaches them), if open. */
-function namedFds(request: number, data: Buffer, open: Set<number>): number[] {
-  const offsets = request === KVM_IOEVENTFD ? [IOEVENTFD.fd] : request === KVM_SET_IOREGION ? [IOREGION.read_fd, IOREGION.write_fd]
-    : request === KVM_IRQFD ? [IRQFD.fd, IRQFD.resamplefd] : [];
-  const out: number[] = [];
-  for (const off of offsets) {
-    if (off + 4 > data.length) continue;
-    const n = data.readInt32LE(off);
-    if (open.has(n) && !out.includes(n)) out.push(n);
-  }
-  return out;
-}
-
 /** Decode bytes as the server will, to know which rules apply to a mutated or raw message. */
 function rulesFor(kind: FdKind, bytes: Uint8Array): Allowed {
   if (bytes.length > MAX_MESSAGE) return FAILS(E2BIG);
@@ -304,7 +291,7 @@ function makeMessage(f: Fuzzer, kind: FdKind, kvmFds: number[], open: Set<number
     if (f.chance(0.1)) data = f.bytes(f.rng.below(size + 32));
     shape = `arg 0x${arg.toString(16)}${data ? ` and ${data.length} data bytes` : ''}`;
   }
-  let attach = data ? namedFds(request, data, open) : [];
+  let attach = data ? structFds(request, data, open) : [];
   if (request === KVM_SET_USER_MEMORY_REGION && f.chance(0.8)) attach.push(f.pick([...open]));
   let fdNumbers = attach;
   // Fds under numbers no field names, or numbers with no fd.

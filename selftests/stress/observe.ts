@@ -4,6 +4,7 @@
 import * as fs from 'node:fs';
 import { decodeReply, IoctlResult } from '../../proto/control';
 import { EIO } from '../../proto/errno';
+import { IOEVENTFD, IOREGION, IRQFD, KVM_IOEVENTFD, KVM_IRQFD, KVM_SET_IOREGION } from '../../proto/kvm-uapi';
 import { SyscallError } from '../../proto/errors';
 import { closeQuietly, MSG_DONTWAIT, PollSet, POLLIN, receiveMessage, sendMessage, sendRaw } from '../../proto/os';
 
@@ -44,6 +45,19 @@ export function boundedIoctl(fd: number, message: Uint8Array, attach: readonly n
     msg.fds.forEach(closeQuietly);
     return { kind: 'reply', r: { ret: -1, errno: EIO, data: Buffer.alloc(0), detail: `malformed reply (${msg.data.length} bytes)`, fds: [] } };
   }
+}
+
+/** The fds a struct names in its fd fields and `open` holds: what the client library attaches. */
+export function structFds(request: number, data: Buffer, open: Set<number>): number[] {
+  const offsets = request === KVM_IOEVENTFD ? [IOEVENTFD.fd] : request === KVM_SET_IOREGION ? [IOREGION.read_fd, IOREGION.write_fd]
+    : request === KVM_IRQFD ? [IRQFD.fd, IRQFD.resamplefd] : [];
+  const out: number[] = [];
+  for (const off of offsets) {
+    if (off + 4 > data.length) continue;
+    const n = data.readInt32LE(off);
+    if (open.has(n) && !out.includes(n)) out.push(n);
+  }
+  return out;
 }
 
 /** True while `pid` runs (not gone, not a zombie waiting for us to reap it). */
