@@ -465,6 +465,11 @@ export function memfd(name: string, size: number | bigint): number {
   return fd;
 }
 
+/** ftruncate(2): 0, or -errno (EPERM for a memfd sealed against this change). */
+export function resizeFile(fd: number, size: number | bigint): number {
+  return c.ftruncate(fd, BigInt(size)) === 0 ? 0 : -koffi.errno();
+}
+
 /** fcntl(F_ADD_SEALS): add seals to a memfd; -errno on failure (EPERM once F_SEAL_SEAL is set, EINVAL for other files). */
 export function addSeals(fd: number, seals: number): number {
   return c.fcntl(fd, F_ADD_SEALS, seals) < 0 ? -koffi.errno() : 0;
