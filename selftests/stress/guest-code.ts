@@ -27,3 +27,33 @@ export function device_kill_guest(base: bigint, n: bigint, flags: bigint, tag: b
     }
   }
 }
+
+/** bad_replies_guest flags: bit 0 port I/O, bit 1 write (else read), bit 2 a posted write first; bits 8-11 the size. */
+export const BR_PIO = 1n;
+export const BR_WRITE = 2n;
+export const BR_POSTED_FIRST = 4n;
+/** Where bad_replies_guest stores what its reads returned (8 bytes each); guest RAM. */
+export const BR_RESULTS = 0x1000n;
+/** The posted region of BR_POSTED_FIRST, this far above the region under test. */
+export const BR_POSTED_OFFSET = 0x100n;
+
+/** `count` accesses to base (reads store their value at BR_RESULTS), after one posted write if asked. */
+export function bad_replies_guest(base: bigint, flags: bigint, value: bigint, count: bigint): void {
+  const c = cpu();
+  const pio = (flags & BR_PIO) !== 0n;
+  const size = Number((flags >> 8n) & 0xfn) as 1 | 2 | 4 | 8;
+  const port = Number(value & 0xffff_ffffn);
+  if (flags & BR_POSTED_FIRST) {
+    if (pio) c.outPort(Number(base + BR_POSTED_OFFSET), size as 1 | 2 | 4, port);
+    else c.write(base + BR_POSTED_OFFSET, size, value);
+  }
+  for (let i = 0n; i < count; i++) {
+    if (flags & BR_WRITE) {
+      if (pio) c.outPort(Number(base), size as 1 | 2 | 4, port);
+      else c.write(base, size, value);
+    } else {
+      const v = pio ? BigInt(c.inPort(Number(base), size as 1 | 2 | 4)) : c.read(base, size);
+      c.write(BR_RESULTS + 8n * i, 8, v);
+    }
+  }
+}
