@@ -24,6 +24,17 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/** True if `p` settles within `ms`; the timer does not outlive the wait (it would keep the process up). */
+export async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([p.then(() => true), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** True while `pid` exists and is not a zombie (an unreaped child that died is gone for our purposes). */
 export function processAlive(pid: number): boolean {
   try {
@@ -109,7 +120,7 @@ export class KernelModel {
       }
     }
     this.kvm.close();
-    await Promise.race([this.kvm.exited(), sleep(SETTLE_MS)]);
+    await settlesWithin(this.kvm.exited(), SETTLE_MS);
   }
 }
 
@@ -127,7 +138,7 @@ export function waitRun(vcpu: Vcpu, ms: number): IoctlResult | undefined {
  */
 export async function deviceTaskGone(task: DeviceTask, result: CampaignResult, round: string): Promise<boolean> {
   task.closeChannelFds();
-  const gone = await Promise.race([task.exited.then(() => true), sleep(SETTLE_MS).then(() => false)]);
+  const gone = await settlesWithin(task.exited, SETTLE_MS);
   if (!gone) {
     result.leakedProcesses++;
     example(result, `${round}: device task ${task.pid} still alive ${SETTLE_MS} ms after its VM was freed`);

@@ -57,3 +57,54 @@ export function bad_replies_guest(base: bigint, flags: bigint, value: bigint, co
     }
   }
 }
+
+/** kick_storm_guest's operations, 16 bytes each in guest RAM: kind (KS_*) and the value written. */
+export const KS_POSTED = 0n;
+export const KS_SYNC = 1n;
+export const KS_READ = 2n;
+/** Not an access: hlt, which (without an irqchip) exits to the VMM: the VMM paces the guest with these. */
+export const KS_HALT = 3n;
+/** Where the synchronous region sits above the posted one; each vCPU uses offset 8 * id in both. */
+export const KS_SYNC_OFFSET = 0x1000n;
+/** Per vCPU, 32 bytes of state in guest RAM: progress (ops done), read mismatches, the first one's expected and read value. */
+export const KS_STATE_BYTES = 32;
+
+/**
+ * Run `n` operations from guest RAM at ops (this vCPU's list: ops + id * stride): posted writes to
+ * base, synchronous writes and reads at base + KS_SYNC_OFFSET, all at offset 8 * id. A read must
+ * return this vCPU's last write (the device answers with the last value written at that offset). A
+ * KS_HALT op is hlt, an exit to the VMM, which resumes the vCPU and kicks it.
+ * The lists and the state are read and written through a view of RAM, not as guest accesses, so
+ * they do not end a run of posted writes.
+ */
+export function kick_storm_guest(base: bigint, ops: bigint, stride: bigint, n: bigint, state: bigint): void {
+  const c = cpu();
+  const id = BigInt(c.vcpuId);
+  const bytes = c.ram(ops + id * stride, Number(n) * 16);
+  const list = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+  const stateBytes = c.ram(state + id * BigInt(KS_STATE_BYTES), KS_STATE_BYTES);
+  const s = new DataView(stateBytes.buffer, stateBytes.byteOffset, KS_STATE_BYTES);
+  const posted = base + 8n * id;
+  const sync = base + KS_SYNC_OFFSET + 8n * id;
+  let last = 0n;
+  for (let i = 0; i < Number(n); i++) {
+    const kind = list.getBigUint64(16 * i, true);
+    const value = list.getBigUint64(16 * i + 8, true);
+    if (kind === KS_HALT) {
+      c.hlt();
+    } else if (kind === KS_READ) {
+      const got = c.read(sync, 8);
+      if (got !== last) {
+        if (s.getUint32(8, true) === 0) {
+          s.setBigUint64(16, last, true);
+          s.setBigUint64(24, got, true);
+        }
+        s.setUint32(8, s.getUint32(8, true) + 1, true);
+      }
+    } else {
+      c.write(kind === KS_POSTED ? posted : sync, 8, value);
+      last = value;
+    }
+    s.setUint32(0, i + 1, true);
+  }
+}

@@ -4,7 +4,7 @@
 // the device knows exactly where it is in a transaction (before reading command k, after reading it,
 // after half a response); the log is written before it dies, so the VMM knows what it received.
 //
-// Manifest config: { log: path, die?: { at: k (1-based command count), point: KillPoint }, flushEach?: boolean }.
+// Manifest config: LoggingDeviceConfig.
 // One channel, v3 layout. Exits 0 at EOF on the channel.
 
 import * as fs from 'fs';
@@ -20,6 +20,8 @@ export interface LoggingDeviceConfig {
   die?: { at: number; point: KillPoint };
   /** Write each log line as it happens (needed when the device dies); otherwise at EOF. */
   flushEach?: boolean;
+  /** Sleep this long (ms, fractions allowed) after each command: a slow device, so the guest waits on it. */
+  pauseMs?: number;
 }
 
 /** One logged command. */
@@ -60,6 +62,7 @@ function main(): number {
   const replyView = new DataView(reply.buffer);
   const last = new Map<bigint, bigint>();
   const isSocket = transport !== 'pipe';
+  const pause = new Int32Array(new SharedArrayBuffer(4));
 
   /** One whole command; false at EOF or when the channel broke. */
   const readFrame = (): boolean => {
@@ -89,6 +92,7 @@ function main(): number {
     pending.push(`${write ? 'W' : 'R'} ${c.userData} ${c.offset} ${c.data}\n`);
     if (config.flushEach || pending.length >= 4096) flush();
     if (write) last.set(c.offset, c.data);
+    if (config.pauseMs) Atomics.wait(pause, 0, 0, config.pauseMs);
     if (config.die?.at === k && config.die.point === 'after-read') die();
     if (!c.resp) continue;
     encodeResp(write ? 0n : last.get(c.offset) ?? 0n, replyView, 0);
