@@ -194,6 +194,9 @@ export class VcpuThread implements CpuHost, VcpuPort {
       const err = e as Error;
       this.terminal = { reason: KVM_EXIT_INTERNAL_ERROR, detail: `guest code threw: ${err?.stack ?? String(e)}` };
     }
+    // Posted writes the guest left held go out (or exit, in order) before its end is reported
+    // (docs/ioregionfd.md §4.6): an exit of any kind is a bound on them.
+    this.cpu.flushPosted();
     this.reportTerminal();
   }
 

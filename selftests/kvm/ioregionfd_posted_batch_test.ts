@@ -2,10 +2,10 @@
 // consecutive posted writes to one region several per system call (docs/ioregionfd.md §5.2), and
 // every one of them is in the device's fd, in program order, before the vCPU's next operation of any
 // other kind: a load, a store to RAM, port I/O, an access to another region, hlt, or an exit to the
-// VMM. A write that cannot be sent becomes its own exit, in order. And a doorbell followed by the
+// VMM, the end of the guest code included. A write that cannot be sent becomes its own exit, in order. And a doorbell followed by the
 // guest polling RAM makes progress: the device sees the doorbell while the guest polls.
 
-import { KVM_CAP_IOREGIONFD, KVM_EXIT_HLT, KVM_EXIT_MMIO, KVM_IOREGION_POSTED_WRITES } from '../../proto/kvm-uapi';
+import { KVM_CAP_IOREGIONFD, KVM_EXIT_HLT, KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN, KVM_IOREGION_POSTED_WRITES } from '../../proto/kvm-uapi';
 import { closeQuietly, socketpair } from '../../proto/os';
 import { ASSERT, ASSERT_EQ, EXPECT, EXPECT_EQ, FIXTURE, TEST, TEST_F, test_harness_run, TH_LOG } from '../kselftest_harness';
 import { CONTROL_DMA, REGFILE_ID } from '../../device-task/devices/regfile';
@@ -29,6 +29,11 @@ export function guest_then_sync(n: bigint): void {
   for (let i = 0n; i < n; i++) writel(POSTED + 4n * (i % 4n), i);
   GUEST_SYNC(1);
   GUEST_DONE();
+}
+
+/** Posted writes, then the guest code returns (KVM_EXIT_SHUTDOWN) with them still held. */
+export function guest_then_return(n: bigint): void {
+  for (let i = 0n; i < n; i++) writel(POSTED, i);
 }
 
 export function guest_then_hlt(): void {
@@ -103,6 +108,34 @@ TEST('posted writes are all sent before hlt exits (KVM_EXIT_HLT, no irqchip)', (
   } finally {
     kvm_vm_free(r.vm);
     [r.kvmEnd, r.dev].forEach(closeQuietly);
+  }
+});
+
+TEST('posted writes are all sent when the guest code returns, before KVM_EXIT_SHUTDOWN', () => {
+  const r = rawRig(guest_then_return);
+  try {
+    vcpu_args_set(r.vcpu, 5n);
+    vcpu_run(r.vcpu);
+    ASSERT_EQ(exit_reason(r.vcpu), KVM_EXIT_SHUTDOWN);
+    EXPECT_EQ(drainCommands(r.dev).map((c) => c.cmd.data).join(), '0,1,2,3,4', 'writes waiting at the shutdown exit');
+  } finally {
+    kvm_vm_free(r.vm);
+    [r.kvmEnd, r.dev].forEach(closeQuietly);
+  }
+});
+
+TEST('posted writes held when the guest code returns and the device is gone each exit before KVM_EXIT_SHUTDOWN', () => {
+  const r = rawRig(guest_then_return);
+  try {
+    closeQuietly(r.dev);
+    vcpu_args_set(r.vcpu, 3n);
+    const seen: bigint[] = [];
+    for (vcpu_run(r.vcpu); exit_reason(r.vcpu) === KVM_EXIT_MMIO; vcpu_run(r.vcpu)) seen.push(le_value(run_mmio(r.vcpu).data, 4));
+    EXPECT_EQ(seen.join(), '0,1,2', 'the writes came back as exits');
+    EXPECT_EQ(exit_reason(r.vcpu), KVM_EXIT_SHUTDOWN);
+  } finally {
+    kvm_vm_free(r.vm);
+    closeQuietly(r.kvmEnd);
   }
 });
 
