@@ -1,9 +1,9 @@
-// ioeventfd_test: KVM_IOEVENTFD as virt/kvm/eventfd.c defines it (spec/kselftest-kvm.md §4): the
-// assign validation in the kernel's order (one test per errno row), the collision matrix, the
-// deassign rules, and dispatch: exact hits complete with no exit and bump the counter, near misses
-// exit with the right kvm_run fields, len 0 takes any size, DATAMATCH entries share an address,
-// counters accumulate, reads always exit, PIO and string PIO. Errnos were measured on a real
-// /dev/kvm (x86, Linux 6.18).
+// ioeventfd_test: KVM_IOEVENTFD as the kernel's virt/kvm/eventfd.c defines it (kvm_assign_ioeventfd_idx,
+// ioeventfd_check_collision, kvm_deassign_ioeventfd_idx, ioeventfd_in_range): the assign validation
+// in the kernel's order (one test per errno row), the collision matrix, the deassign rules, and
+// dispatch: exact hits complete with no exit and bump the counter, near misses exit with the right
+// kvm_run fields, len 0 takes any size, DATAMATCH entries share an address, counters accumulate,
+// reads always exit, PIO and string PIO. Errnos were measured on a real /dev/kvm (x86, Linux 6.18).
 
 import { IoctlResult } from '../../proto/control';
 import { EBADF, EEXIST, EFAULT, EINVAL, ENOENT, errnoName } from '../../proto/errno';

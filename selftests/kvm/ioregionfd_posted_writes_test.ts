@@ -1,4 +1,4 @@
-// ioregionfd_posted_writes_test: KVM_IOREGION_POSTED_WRITES (spec/ioregionfd.md §2.7-§2.8; must-test
+// ioregionfd_posted_writes_test: KVM_IOREGION_POSTED_WRITES (docs/ioregionfd.md §4.6; must-test
 // items 15, 31): a posted write resumes the guest as soon as the command is written; posted writes
 // and later accesses on the same fd reach the device in program order, which a real device task then
 // shows through its state.

@@ -1,5 +1,5 @@
-// ioregionfd_test: KVM_SET_IOREGION registration as RFC v3 intends it (spec/ioregionfd.md §1, §3.1-§3.3,
-// §3.11-§3.12; must-test items 1-13, 43, 44, 46): struct layout, the errno of every invalid input in
+// ioregionfd_test: KVM_SET_IOREGION registration as RFC v3 intends it (docs/ioregionfd.md §2.1,
+// §3.1, §3.4, §5.8; must-test items 1-13, 43, 44, 46): struct layout, the errno of every invalid input in
 // validation order, the overlap rule, deassign, fd lifetime, configurable numbers and the bus limit.
 
 import { EBADF, EEXIST, EINVAL, ENOENT, ENOSPC, ENOTTY, errnoName } from '../../proto/errno';
@@ -130,7 +130,7 @@ function overlaps(vm: KvmVm, sock: number): void {
     ['the same range on the PIO bus', A, 0x100n, KVM_IOREGION_PIO, 0],
   ];
   for (const [what, paddr, size, flags, errno] of rows) expectErrno(reg(paddr, size, flags), errno, `overlap: ${what}`);
-  // ioeventfd and ioregionfd never share a byte on a bus, whichever came first (§3.2).
+  // ioeventfd and ioregionfd never share a byte on a bus, whichever came first (docs/ioregionfd.md §3.4).
   const efd = eventfd();
   const E = MMIO_BASE + 0x18000n;
   const ioe = (addr: bigint, len: number, flags = 0) => __vm_ioeventfd(vm, { addr, len, fd: efd, flags });
