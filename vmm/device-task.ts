@@ -5,6 +5,7 @@
 
 import { ChildProcess, spawn } from 'child_process';
 import * as fs from 'fs';
+import type { Socket } from 'net';
 import * as path from 'path';
 import {
   ChannelSpec, DeviceTaskManifest, encodeManifest, MANIFEST_ENV, MANIFEST_VERSION, MemorySpec, Transport,
@@ -192,7 +193,8 @@ export function spawnDeviceTask(spec: DeviceTaskSpec): DeviceTask {
   for (const [stream, key] of [[child.stdout, 'stdout'], [child.stderr, 'stderr']] as const) {
     if (!stream) continue;
     stream.setEncoding('utf8').on('data', (s: string) => (captured[key] += s));
-    (stream as unknown as { unref(): void }).unref();
+    // With stdio 'pipe' the stream is a net.Socket (typed as the Readable it extends).
+    (stream as Socket).unref();
   }
   const exited = new Promise<ExitStatus>((resolve) => {
     // 'close' comes after the exit and after captured output has drained.
