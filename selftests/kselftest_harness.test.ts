@@ -131,10 +131,10 @@ test('TEST_STEPS: one test per step, each replaying the steps before it on a fre
   const body = `
 const f = h.FIXTURE('seq', () => ({ stage: 0 }), () => console.log('# teardown'));
 h.TEST_STEPS(f, [
-  { name: 'first', run: (s) => { s.stage++; h.TH_LOG('at ' + s.stage); } },
-  { name: 'second', run: (s) => ++s.stage === 2 },
-  { name: 'third', run: (s) => { h.EXPECT_EQ(++s.stage, 3); return false; } },
-  { name: 'fourth', run: () => true },
+  ['first', (s) => { s.stage++; h.TH_LOG('at ' + s.stage); }],
+  ['second', (s) => ++s.stage === 2],
+  ['third', (s) => { h.EXPECT_EQ(++s.stage, 3); return false; }],
+  ['fourth', () => true],
 ]);
 `;
   const r = await run(body);

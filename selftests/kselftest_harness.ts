@@ -69,17 +69,14 @@ export function TEST_F<T>(fixture: Fixture<T>, name: string, fn: (self: T) => vo
  * One step of a scenario: its test name, and what it does and checks with the fixture's state. It checks
  * with EXPECT_* / ASSERT_*, or returns whether it held (false fails it, like a failed EXPECT).
  */
-export interface Step<T> {
-  name: string;
-  run(self: T): boolean | void | Promise<boolean | void>;
-}
+export type Step<T> = readonly [name: string, run: (self: T) => boolean | void | Promise<boolean | void>];
 
 /** Steps replayed as preconditions print nothing but their failures. */
 let replaying = false;
 
-async function runStep<T>(step: Step<T>, self: T): Promise<void> {
-  const held = await step.run(self);
-  if (held === false && !inTest('TEST_STEPS').failed) EXPECT(false, `"${step.name}" to hold`);
+async function runStep<T>([name, run]: Step<T>, self: T): Promise<void> {
+  const held = await run(self);
+  if (held === false && !inTest('TEST_STEPS').failed) EXPECT(false, `"${name}" to hold`);
 }
 
 /**
@@ -88,7 +85,7 @@ async function runStep<T>(step: Step<T>, self: T): Promise<void> {
  * k, and tears down. So every test stands alone (-t runs just it), at the price of the replay.
  */
 export function TEST_STEPS<T>(fixture: Fixture<T>, steps: readonly Step<T>[]): void {
-  steps.forEach((step, k) => TEST_F(fixture, step.name, async (self) => {
+  steps.forEach((step, k) => TEST_F(fixture, step[0], async (self) => {
     for (const before of steps.slice(0, k)) {
       replaying = true;
       try {
@@ -96,7 +93,7 @@ export function TEST_STEPS<T>(fixture: Fixture<T>, steps: readonly Step<T>[]): v
       } finally {
         replaying = false;
       }
-      ASSERT(!inTest('TEST_STEPS').failed, `precondition "${before.name}" to hold`);
+      ASSERT(!inTest('TEST_STEPS').failed, `precondition "${before[0]}" to hold`);
     }
     await runStep(step, self);
   }));
