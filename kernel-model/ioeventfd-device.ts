@@ -4,15 +4,7 @@
 import { EOPNOTSUPP } from '../proto/errno';
 import { closeQuietly, writeRaw } from '../proto/os';
 import type { IoDevice } from './io-bus';
-import type { DeviceDesc, WorkerDevice } from './worker-devices';
-
-/** Kind-specific fields of an 'ioeventfd' device description (fds[0] = the eventfd). */
-export interface IoeventfdFields {
-  kind: 'ioeventfd';
-  /** Registered without DATAMATCH. */
-  wildcard: boolean;
-  datamatch: bigint;
-}
+import type { DeviceDesc, IoeventfdFields, WorkerDevice } from './device-desc';
 
 const ONE = new Uint8Array(new BigUint64Array([1n]).buffer);
 

@@ -12,10 +12,10 @@ import {
 import { closeQuietly, dup, EFD_NONBLOCK, eventfd, eventfdRead, isOpen, pipe } from '../proto/os';
 import type { BusName } from './io-bus';
 import { busFromFlags, ioeventfd, ioeventfdCollides, Ioeventfd, rangesOverlap } from './ioeventfd';
-import { ioeventfdDevice, IoeventfdFields } from './ioeventfd-device';
+import { ioeventfdDevice } from './ioeventfd-device';
 import { IoctlFailure, ReceivedFds } from './server';
 import type { Vm } from './vm';
-import type { DeviceDesc, DeviceFields } from './worker-devices';
+import type { DeviceDesc, DeviceFields, IoeventfdFields } from './device-desc';
 
 const DM = KVM_IOEVENTFD_FLAG_DATAMATCH;
 

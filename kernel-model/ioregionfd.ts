@@ -12,7 +12,7 @@ import { closeQuietly, dup, fdKind, sameFile, socketType } from '../proto/os';
 import type { KvmFeature } from './kvm';
 import { fail, isControlSocket, ReceivedFds, Reply } from './server';
 import type { Vm, VmDevice } from './vm';
-import type { DeviceInfo } from './worker-devices';
+import type { DeviceInfo } from './device-desc';
 import type { BusName } from './io-bus';
 import {
   CONTEXT_WORDS, CTX, FdTransport, IOREGION_SHARED, IoregionFields, MAX_CONTEXTS, MAX_STAT_SLOTS, SHARED_BYTES, STAT, statCounters,

@@ -7,7 +7,7 @@
 import type { MessagePort } from 'worker_threads';
 import { closeQuietly } from '../proto/os';
 import type { MemslotDesc } from './guest-memory';
-import type { DeviceDesc } from './worker-devices';
+import type { DeviceDesc } from './device-desc';
 
 export interface VcpuWorkerData {
   vcpuId: number;

@@ -25,7 +25,8 @@ import { BusName, IoBus, IoDevice } from './io-bus';
 import { ATTN_IRQ, ATTN_STOP, ATTN_UPDATE, SYNC, VcpuConfig, VcpuUpdate, VcpuWorkerData } from './vcpu-contract';
 import type { DeferredWrites, VcpuPort } from './vcpu-port';
 import { VcpuStopped, VcpuWaits } from './vcpu-wait';
-import { createWorkerDevice, DeviceDesc, WorkerDevice } from './worker-devices';
+import type { DeviceDesc, WorkerDevice } from './device-desc';
+import { createWorkerDevice } from './worker-devices';
 
 const REPLY_OK = encodeReply({ ret: 0 });
 const REPLY_EINTR = encodeReply({ ret: -1, errno: EINTR });

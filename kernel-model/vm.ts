@@ -15,7 +15,7 @@ import { fail, Handler, ReceivedFds, Reply, SocketServer } from './server';
 import { VcpuHandle } from './vcpu';
 import { releaseUpdate, type VcpuConfig, type VcpuUpdate } from './vcpu-contract';
 import type { BusName } from './io-bus';
-import type { DeviceDesc, DeviceFields, DeviceInfo } from './worker-devices';
+import type { DeviceDesc, DeviceFields, DeviceInfo } from './device-desc';
 
 /** A device as the VM keeps it: the description its vCPUs get, and the fds the VM holds for it. */
 export interface VmDevice {

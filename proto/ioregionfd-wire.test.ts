@@ -65,18 +65,18 @@ const imageCases: ReadonlyArray<[string, WireLayout, IoregionfdCmd, string]> = [
 ];
 
 for (const [what, layout, cmd, hex] of imageCases) {
-  test(`§2.9 ${layout}: ${what} encodes to the exact byte image`, (t) => {
+  test(`§4.7 ${layout}: ${what} encodes to the exact byte image`, (t) => {
     const { bytes, view } = dirtyMessage();
     encodeCmd(layout, cmd, view);
     t.is(toHex(bytes), toHex(hexBytes(hex)));
   });
 
-  test(`§2.9 ${layout}: the byte image of ${what} decodes to its fields`, (t) => {
+  test(`§4.7 ${layout}: the byte image of ${what} decodes to its fields`, (t) => {
     t.deepEqual(decodeCmd(layout, viewOf(hexBytes(hex))), cmd);
   });
 }
 
-test('§2.9 2-byte READ: v1 byte 0 is 0x50 and v3 bytes 0..1 are 00 11', (t) => {
+test('§4.7 2-byte READ: v1 byte 0 is 0x50 and v3 bytes 0..1 are 00 11', (t) => {
   const v1 = dirtyMessage();
   const v3 = dirtyMessage();
   encodeCmd('v1', read2, v1.view);
@@ -85,7 +85,7 @@ test('§2.9 2-byte READ: v1 byte 0 is 0x50 and v3 bytes 0..1 are 00 11', (t) => 
   t.deepEqual(Array.from(v3.bytes.subarray(0, 2)), [0x00, 0x11]);
 });
 
-test('§2.9 a 1-byte posted WRITE is byte-identical in the v1 and v3 layouts', (t) => {
+test('§4.7 a 1-byte posted WRITE is byte-identical in the v1 and v3 layouts', (t) => {
   const v1 = dirtyMessage();
   const v3 = dirtyMessage();
   encodeCmd('v1', posted1, v1.view);
@@ -93,7 +93,7 @@ test('§2.9 a 1-byte posted WRITE is byte-identical in the v1 and v3 layouts', (
   t.deepEqual(v1.bytes, v3.bytes);
 });
 
-test('§2.9 the v1 and v3 encodings of a non-posted access differ (not wire compatible)', (t) => {
+test('§4.7 the v1 and v3 encodings of a non-posted access differ (not wire compatible)', (t) => {
   const v1 = dirtyMessage();
   const v3 = dirtyMessage();
   encodeCmd('v1', write4, v1.view);
@@ -101,13 +101,13 @@ test('§2.9 the v1 and v3 encodings of a non-posted access differ (not wire comp
   t.notDeepEqual(v1.bytes, v3.bytes);
 });
 
-test('§2.9 v3 FAST_MMIO doorbell (size 0, user_data 0x55) encodes to 01 00 … + user_data, offset 0, data 0', (t) => {
+test('§4.7 v3 FAST_MMIO doorbell (size 0, user_data 0x55) encodes to 01 00 … + user_data, offset 0, data 0', (t) => {
   const { bytes, view } = dirtyMessage();
   encodeCmd('v3', { cmd: IOREGIONFD_CMD_WRITE, size: 0, resp: false, userData: 0x55n, offset: 0n, data: 0xdeadn }, view);
   t.is(toHex(bytes), toHex(hexBytes(DOORBELL_V3)));
 });
 
-test('§2.9 v3 FAST_MMIO doorbell is byte-identical to a posted 1-byte WRITE of 0 and decodes as size 1', (t) => {
+test('§4.7 v3 FAST_MMIO doorbell is byte-identical to a posted 1-byte WRITE of 0 and decodes as size 1', (t) => {
   const doorbell = dirtyMessage();
   const write = dirtyMessage();
   encodeCmd('v3', { cmd: IOREGIONFD_CMD_WRITE, size: 0, resp: false, userData: 0x55n, offset: 0n, data: 0n }, doorbell.view);
@@ -122,14 +122,14 @@ test('v1 layout refuses to encode a size-0 (FAST_MMIO) access with RangeError', 
   t.true(bytes.every((b) => b === 0xa5), 'nothing was written');
 });
 
-test('§2.9 response carrying 0x1122334455667788 encodes to 88 77 … 11 + 24 zero bytes', (t) => {
+test('§4.7 response carrying 0x1122334455667788 encodes to 88 77 … 11 + 24 zero bytes', (t) => {
   const { bytes, view } = dirtyMessage();
   encodeResp(0x1122334455667788n, view);
   t.is(toHex(bytes), toHex(hexBytes(RESP)));
   t.is(decodeResp(view), 0x1122334455667788n);
 });
 
-test('§2.9 a 2-byte read completes with 0x7788 from response 0x1122334455667788', (t) => {
+test('§4.7 a 2-byte read completes with 0x7788 from response 0x1122334455667788', (t) => {
   const data = decodeResp(viewOf(hexBytes(RESP)));
   t.is(truncateToSize(data, 2), 0x7788n);
 });

@@ -126,3 +126,25 @@ test('-l lists the tests without running them; -t runs only the named ones', asy
   t.notRegex(only.stdout, /ran a/);
   t.regex(only.stdout, /ok 1 global\.b/);
 });
+
+test('TEST_STEPS: one test per step, each replaying the steps before it on a fresh fixture, quietly', async (t) => {
+  const body = `
+const f = h.FIXTURE('seq', () => ({ stage: 0 }), () => console.log('# teardown'));
+h.TEST_STEPS(f, [
+  ['first', (s) => { s.stage++; h.TH_LOG('at ' + s.stage); }],
+  ['second', (s) => ++s.stage === 2],
+  ['third', (s) => { h.EXPECT_EQ(++s.stage, 3); return false; }],
+  ['fourth', () => true],
+]);
+`;
+  const r = await run(body);
+  t.is(r.code, 1);
+  t.regex(r.stdout, /1\.\.4\n/);
+  t.regex(r.stdout, /RUN {11}seq\.first \.\.\.\n# at 1\n# teardown\n/);
+  t.regex(r.stdout, /RUN {11}seq\.second \.\.\.\n# teardown\n#            OK  seq\.second\n/, 'the replayed first step logs nothing');
+  t.regex(r.stdout, /Expected "third" to hold\n# teardown\n#          FAIL  seq\.third\n/);
+  t.regex(r.stdout, /Expected precondition "third" to hold\n# teardown\n#          FAIL  seq\.fourth\n/);
+  const only = await run(body, ['-t', 'second']);
+  t.is(only.code, 0);
+  t.regex(only.stdout, /1\.\.1\n[^]*ok 1 seq\.second\n/);
+});

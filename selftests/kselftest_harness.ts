@@ -1,7 +1,8 @@
 // The kselftest_harness.h style of writing a test program: one function per test (TEST), fixtures
 // with setup and teardown (FIXTURE, TEST_F), EXPECT_* that record a failure and go on, ASSERT_* that
 // end the test, SKIP, and test_harness_run(), which counts the plan, runs every test in order and
-// prints KTAP with the harness's RUN / OK / FAIL lines.
+// prints KTAP with the harness's RUN / OK / FAIL lines. TEST_STEPS turns a scenario (one guest going
+// through its stages, the host checking each) into one standalone test per step.
 //
 // Tests run in this process, one after another (the kernel forks one child per test). A TEST_ASSERT
 // of the selftest library inside a test ends that test only, as it ends the kernel's child; a
@@ -64,14 +65,48 @@ export function TEST_F<T>(fixture: Fixture<T>, name: string, fn: (self: T) => vo
   });
 }
 
+/**
+ * One step of a scenario: its test name, and what it does and checks with the fixture's state. It checks
+ * with EXPECT_* / ASSERT_*, or returns whether it held (false fails it, like a failed EXPECT).
+ */
+export type Step<T> = readonly [name: string, run: (self: T) => boolean | void | Promise<boolean | void>];
+
+/** Steps replayed as preconditions print nothing but their failures. */
+let replaying = false;
+
+async function runStep<T>([name, run]: Step<T>, self: T): Promise<void> {
+  const held = await run(self);
+  if (held === false && !inTest('TEST_STEPS').failed) EXPECT(false, `"${name}" to hold`);
+}
+
+/**
+ * TEST_STEPS(fixture, steps): one test per step of a scenario. Test k sets the fixture up, replays steps
+ * 0..k-1 as its preconditions (quietly; a failure there ends it as failed, naming the step), runs step
+ * k, and tears down. So every test stands alone (-t runs just it), at the price of the replay.
+ */
+export function TEST_STEPS<T>(fixture: Fixture<T>, steps: readonly Step<T>[]): void {
+  steps.forEach((step, k) => TEST_F(fixture, step[0], async (self) => {
+    for (const before of steps.slice(0, k)) {
+      replaying = true;
+      try {
+        await runStep(before, self);
+      } finally {
+        replaying = false;
+      }
+      ASSERT(!inTest('TEST_STEPS').failed, `precondition "${before[0]}" to hold`);
+    }
+    await runStep(step, self);
+  }));
+}
+
 /** TH_LOG: a diagnostic line of the running test. */
 export function TH_LOG(text: string): void {
-  ksft_print_msg(text);
+  if (!replaying) ksft_print_msg(text);
 }
 
 function report(fn: (...args: never[]) => unknown, text: string): void {
   const at = callerLocation(fn);
-  TH_LOG(`${at ? `${at.file}:${at.line}: ` : ''}${text}`);
+  ksft_print_msg(`${at ? `${at.file}:${at.line}: ` : ''}${text}`);
 }
 
 function inTest(what: string): { failed: boolean } {

@@ -5,6 +5,7 @@
 
 import { ChildProcess, spawn } from 'child_process';
 import * as fs from 'fs';
+import type { Socket } from 'net';
 import * as path from 'path';
 import {
   ChannelSpec, DeviceTaskManifest, encodeManifest, MANIFEST_ENV, MANIFEST_VERSION, MemorySpec, Transport,
@@ -83,9 +84,19 @@ export interface DeviceTask {
 const live = new Set<ChildProcess>();
 /** How long stop() waits for a clean exit before SIGTERM. */
 const STOP_GRACE_MS = 1000;
-process.on('exit', () => {
-  for (const c of live) c.kill('SIGKILL');
-});
+let killOnExit = false;
+
+/**
+ * Kill whatever tasks are left when this process exits. Installed by the first spawn, not at import:
+ * guest code imports this module too, in every vCPU thread, where it must add no listener.
+ */
+function installKillOnExit(): void {
+  if (killOnExit) return;
+  killOnExit = true;
+  process.on('exit', () => {
+    for (const c of live) c.kill('SIGKILL');
+  });
+}
 
 /** Why `file` (a path, or a name looked up in PATH) cannot be executed, or undefined if it can. */
 export function executableProblem(file: string): string | undefined {
@@ -122,6 +133,7 @@ function substitute(arg: string, m: DeviceTaskManifest): string {
 /** Spawn a device task with its transports; register `regions` if a VM is given. */
 export function spawnDeviceTask(spec: DeviceTaskSpec): DeviceTask {
   refuseInGuestContext('spawnDeviceTask()');
+  installKillOnExit();
   const argv = spec.command ?? (spec.device ? [process.execPath, '--enable-source-maps', DEVICE_TASK_MAIN] : undefined);
   if (!argv || argv.length === 0) throw new Error('spawnDeviceTask: give a built-in device name or a command');
   // Node reports a failed exec only later, as an event: find out now, before any region is registered.
@@ -192,7 +204,8 @@ export function spawnDeviceTask(spec: DeviceTaskSpec): DeviceTask {
   for (const [stream, key] of [[child.stdout, 'stdout'], [child.stderr, 'stderr']] as const) {
     if (!stream) continue;
     stream.setEncoding('utf8').on('data', (s: string) => (captured[key] += s));
-    (stream as unknown as { unref(): void }).unref();
+    // With stdio 'pipe' the stream is a net.Socket (typed as the Readable it extends).
+    (stream as Socket).unref();
   }
   const exited = new Promise<ExitStatus>((resolve) => {
     // 'close' comes after the exit and after captured output has drained.

@@ -1,9 +1,9 @@
-// ioeventfd_test: KVM_IOEVENTFD as virt/kvm/eventfd.c defines it (spec/kselftest-kvm.md §4): the
-// assign validation in the kernel's order (one test per errno row), the collision matrix, the
-// deassign rules, and dispatch: exact hits complete with no exit and bump the counter, near misses
-// exit with the right kvm_run fields, len 0 takes any size, DATAMATCH entries share an address,
-// counters accumulate, reads always exit, PIO and string PIO. Errnos were measured on a real
-// /dev/kvm (x86, Linux 6.18).
+// ioeventfd_test: KVM_IOEVENTFD as the kernel's virt/kvm/eventfd.c defines it (kvm_assign_ioeventfd_idx,
+// ioeventfd_check_collision, kvm_deassign_ioeventfd_idx, ioeventfd_in_range): the assign validation
+// in the kernel's order (one test per errno row), the collision matrix, the deassign rules, and
+// dispatch: exact hits complete with no exit and bump the counter, near misses exit with the right
+// kvm_run fields, len 0 takes any size, DATAMATCH entries share an address, counters accumulate,
+// reads always exit, PIO and string PIO. Errnos were measured on a real /dev/kvm (x86, Linux 6.18).
 
 import { IoctlResult } from '../../proto/control';
 import { EBADF, EEXIST, EFAULT, EINVAL, ENOENT, errnoName } from '../../proto/errno';
@@ -13,9 +13,7 @@ import {
   KVM_IOEVENTFD_FLAG_DEASSIGN, KVM_IOEVENTFD_FLAG_PIO, KVM_IOEVENTFD_FLAG_VIRTIO_CCW_NOTIFY, KVM_IOREGION_PIO,
 } from '../../proto/kvm-uapi';
 import { close, closeQuietly, dup, EFD_NONBLOCK, eventfd, eventfdRead, pipe, socketpair } from '../../proto/os';
-import {
-  ksft_finished, ksft_print_header, ksft_print_msg, ksft_set_plan, ksft_test_result, ksft_test_result_skip,
-} from '../kselftest';
+import { EXPECT, EXPECT_EQ, EXPECT_ERRNO, FIXTURE, SKIP, Step, TEST, TEST_STEPS, test_harness_run, TH_LOG } from '../kselftest_harness';
 import {
   GUEST_ASSERT_EQ, GUEST_DONE, GUEST_SYNC, inl, outb, outl, outs, outw, readl, writeb, writel, writeq, writew,
 } from './lib/guest';
@@ -25,7 +23,7 @@ import {
 } from './lib/ioeventfd';
 import { __vm_set_ioregion } from './lib/ioregionfd';
 import {
-  __vm_ioctl, addr_gpa2hva, close_kvm_dev, exit_reason, exit_reason_str, KvmVcpu, kvm_check_cap, kvm_has_cap,
+  __vm_ioctl, addr_gpa2hva, close_kvm_dev, exit_reason, exit_reason_str, KvmVcpu, KvmVm, kvm_check_cap, kvm_has_cap,
   kvm_vm_free, le_store, le_value, run_io, run_mmio, vcpu_args_set, vcpu_run, vm_alloc, vm_create, vm_create_barebones,
   vm_vcpu_add,
 } from './lib/kvm_util';
@@ -91,13 +89,9 @@ export function dispatch_guest(buf: bigint): void {
   GUEST_DONE();
 }
 
-type Case = [name: string, run: () => boolean];
-
-/** r is the expected outcome (errno 0 = success); prints what came instead. */
+/** r is the expected outcome (errno 0 = success: ret 0); prints what came instead. */
 function expect(r: IoctlResult, errno: number): boolean {
-  const ok = errno === 0 ? r.ret === 0 : r.ret === -1 && r.errno === errno;
-  if (!ok) ksft_print_msg(`expected ${errno ? errnoName(errno) : 'success'}, got ret ${r.ret} errno ${errnoName(r.errno)}${r.detail ? ` (${r.detail})` : ''}`);
-  return ok;
+  return EXPECT_ERRNO(r, errno) && (errno !== 0 || r.ret === 0);
 }
 
 function newEventfd(): number {
@@ -106,158 +100,188 @@ function newEventfd(): number {
 
 // ---- ioctl validation ------------------------------------------------------------------------------
 
-function apiCases(): Case[] {
+interface ApiVm {
+  vm: KvmVm;
+  efd: number;
+  pr: number;
+  pw: number;
+  at: (addr: bigint, more?: Partial<IoeventfdArgs>) => IoctlResult;
+}
+
+const apiVm = FIXTURE('api', (): ApiVm => {
   const vm = vm_create_barebones();
   const efd = newEventfd();
   const [pr, pw] = pipe();
-  const at = (addr: bigint, more: Partial<IoeventfdArgs> = {}) => __vm_ioeventfd(vm, { addr, len: 4, fd: efd, ...more });
+  return { vm, efd, pr, pw, at: (addr, more = {}) => __vm_ioeventfd(vm, { addr, len: 4, fd: efd, ...more }) };
+}, (s) => {
+  kvm_vm_free(s.vm);
+  [s.efd, s.pr, s.pw].forEach(closeQuietly);
+});
+
+function apiSteps(): Step<ApiVm>[] {
   const base = 0x1_0000_0000n;
-  const cases: Case[] = [
+  const cases: Step<ApiVm>[] = [
     ['KVM_CAP_IOEVENTFD, _NO_LENGTH and _ANY_LENGTH are 1',
       () => kvm_check_cap(KVM_CAP_IOEVENTFD) === 1 && kvm_check_cap(KVM_CAP_IOEVENTFD_NO_LENGTH) === 1 && kvm_check_cap(KVM_CAP_IOEVENTFD_ANY_LENGTH) === 1],
     ['KVM_IOEVENTFD is 0x4040AE79 with a 64-byte struct kvm_ioeventfd', () => KVM_IOEVENTFD === 0x4040ae79 && IOEVENTFD.SIZE === 64],
-    ['a struct shorter than 64 bytes faults (EFAULT)', () => expect(__vm_ioctl(vm, KVM_IOEVENTFD, Buffer.alloc(32)), EFAULT)],
+    ['a struct shorter than 64 bytes faults (EFAULT)', (s) => expect(__vm_ioctl(s.vm, KVM_IOEVENTFD, Buffer.alloc(32)), EFAULT)],
   ];
-  for (const len of [3, 5, 6, 7, 9, 16]) cases.push([`assign row 1: len ${len} is EINVAL`, () => expect(at(base, { len }), EINVAL)]);
+  for (const len of [3, 5, 6, 7, 9, 16]) cases.push([`assign row 1: len ${len} is EINVAL`, (s) => expect(s.at(base, { len }), EINVAL)]);
   cases.push(
-    ['assign row 2: addr 2^64-4 + len 8 wraps: EINVAL', () => expect(at(U64_MAX - 3n, { len: 8 }), EINVAL)],
-    ['assign row 2: addr 2^64-8 + len 8 ends at 2^64, which wraps: EINVAL', () => expect(at(U64_MAX - 7n, { len: 8 }), EINVAL)],
-    ['addr 2^64-1 with len 0 does not wrap: accepted', () => expect(at(U64_MAX, { len: 0 }), 0)],
-    ['assign row 3: flags 0x20 is EINVAL', () => expect(at(base, { flags: 0x20 }), EINVAL)],
-    ['assign row 3: flags 0x80000000 is EINVAL', () => expect(at(base, { flags: 0x80000000 }), EINVAL)],
-    ['flags bit 4 (kvm_ioeventfd_flag_nr_fast_mmio) passes validation and is ignored', () => expect(at(base + 0x10n, { flags: 0x10 }), 0)],
-    ['assign row 4: len 0 with DATAMATCH is EINVAL', () => expect(at(base + 0x20n, { len: 0, flags: DM }), EINVAL)],
-    ['len 0 with PIO is accepted', () => expect(at(0x20n, { len: 0, flags: PIO }), 0)],
-    ['assign row 5: fd -1 is EBADF', () => expect(at(base + 0x30n, { fd: -1 }), EBADF)],
-    ['assign row 5: a closed fd is EBADF', () => {
+    ['assign row 2: addr 2^64-4 + len 8 wraps: EINVAL', (s) => expect(s.at(U64_MAX - 3n, { len: 8 }), EINVAL)],
+    ['assign row 2: addr 2^64-8 + len 8 ends at 2^64, which wraps: EINVAL', (s) => expect(s.at(U64_MAX - 7n, { len: 8 }), EINVAL)],
+    ['addr 2^64-1 with len 0 does not wrap: accepted', (s) => expect(s.at(U64_MAX, { len: 0 }), 0)],
+    ['assign row 3: flags 0x20 is EINVAL', (s) => expect(s.at(base, { flags: 0x20 }), EINVAL)],
+    ['assign row 3: flags 0x80000000 is EINVAL', (s) => expect(s.at(base, { flags: 0x80000000 }), EINVAL)],
+    ['flags bit 4 (kvm_ioeventfd_flag_nr_fast_mmio) passes validation and is ignored', (s) => expect(s.at(base + 0x10n, { flags: 0x10 }), 0)],
+    ['assign row 4: len 0 with DATAMATCH is EINVAL', (s) => expect(s.at(base + 0x20n, { len: 0, flags: DM }), EINVAL)],
+    ['len 0 with PIO is accepted', (s) => expect(s.at(0x20n, { len: 0, flags: PIO }), 0)],
+    ['assign row 5: fd -1 is EBADF', (s) => expect(s.at(base + 0x30n, { fd: -1 }), EBADF)],
+    ['assign row 5: a closed fd is EBADF', (s) => {
       const closed = newEventfd();
       close(closed);
-      return expect(at(base + 0x30n, { fd: closed }), EBADF);
+      return expect(s.at(base + 0x30n, { fd: closed }), EBADF);
     }],
-    ['assign row 6: a pipe is not an eventfd: EINVAL', () => expect(at(base + 0x30n, { fd: pr }), EINVAL)],
-    ['assign row 6: the VM fd is not an eventfd: EINVAL', () => expect(at(base + 0x30n, { fd: vm.fd }), EINVAL)],
-    ['order: a bad len is reported before a bad fd (EINVAL)', () => expect(at(base, { len: 3, fd: -1 }), EINVAL)],
-    ['order: len 0 with DATAMATCH is reported before a bad fd (EINVAL)', () => expect(at(base, { len: 0, flags: DM, fd: -1 }), EINVAL)],
-    ['order: a bad fd is reported before a collision (EBADF, not EEXIST)', () => expect(at(base + 0x10n, { fd: -1 }), EBADF)],
-    ['order: a non-eventfd is reported before a collision (EINVAL, not EEXIST)', () => expect(at(base + 0x10n, { fd: pr }), EINVAL)],
-    ['assign row 8: a collision is EEXIST', () => expect(at(base + 0x10n, { fd: newEventfd() }), EEXIST)],
-    ['VIRTIO_CCW_NOTIFY is accepted on x86 (its bus is never dispatched)', () => expect(at(0x5000n, { flags: CCW }), 0)],
-    ['a second CCW ioeventfd at the same address collides (EEXIST)', () => expect(at(0x5000n, { flags: CCW, fd: newEventfd() }), EEXIST)],
-    ['MMIO at a CCW ioeventfd\'s address is another bus: accepted', () => expect(at(0x5000n), 0)],
+    ['assign row 6: a pipe is not an eventfd: EINVAL', (s) => expect(s.at(base + 0x30n, { fd: s.pr }), EINVAL)],
+    ['assign row 6: the VM fd is not an eventfd: EINVAL', (s) => expect(s.at(base + 0x30n, { fd: s.vm.fd }), EINVAL)],
+    ['order: a bad len is reported before a bad fd (EINVAL)', (s) => expect(s.at(base, { len: 3, fd: -1 }), EINVAL)],
+    ['order: len 0 with DATAMATCH is reported before a bad fd (EINVAL)', (s) => expect(s.at(base, { len: 0, flags: DM, fd: -1 }), EINVAL)],
+    ['order: a bad fd is reported before a collision (EBADF, not EEXIST)', (s) => expect(s.at(base + 0x10n, { fd: -1 }), EBADF)],
+    ['order: a non-eventfd is reported before a collision (EINVAL, not EEXIST)', (s) => expect(s.at(base + 0x10n, { fd: s.pr }), EINVAL)],
+    ['assign row 8: a collision is EEXIST', (s) => expect(s.at(base + 0x10n, { fd: newEventfd() }), EEXIST)],
+    ['VIRTIO_CCW_NOTIFY is accepted on x86 (its bus is never dispatched)', (s) => expect(s.at(0x5000n, { flags: CCW }), 0)],
+    ['a second CCW ioeventfd at the same address collides (EEXIST)', (s) => expect(s.at(0x5000n, { flags: CCW, fd: newEventfd() }), EEXIST)],
+    ['MMIO at a CCW ioeventfd\'s address is another bus: accepted', (s) => expect(s.at(0x5000n), 0)],
     ['CCW together with PIO registers on the PIO bus (a plain PIO twin collides)',
-      () => expect(at(0x7000n, { flags: CCW | PIO }), 0) && expect(at(0x7000n, { flags: PIO, fd: newEventfd() }), EEXIST)],
+      (s) => expect(s.at(0x7000n, { flags: CCW | PIO }), 0) && expect(s.at(0x7000n, { flags: PIO, fd: newEventfd() }), EEXIST)],
     ['a CCW ioeventfd deassigns with the CCW flag, once (then ENOENT)',
-      () => expect(__vm_ioeventfd_deassign(vm, { addr: 0x5000n, len: 4, fd: efd, flags: CCW }), 0) &&
-        expect(__vm_ioeventfd_deassign(vm, { addr: 0x5000n, len: 4, fd: efd, flags: CCW }), ENOENT)],
+      (s) => expect(__vm_ioeventfd_deassign(s.vm, { addr: 0x5000n, len: 4, fd: s.efd, flags: CCW }), 0) &&
+        expect(__vm_ioeventfd_deassign(s.vm, { addr: 0x5000n, len: 4, fd: s.efd, flags: CCW }), ENOENT)],
   );
-  cases.push(['cleanup', () => {
-    kvm_vm_free(vm);
-    [efd, pr, pw].forEach(closeQuietly);
-    return true;
-  }]);
   return cases;
 }
 
 // ---- collisions ------------------------------------------------------------------------------------
 
-function collisionCases(): Case[] {
+const X = 0x2_0000_0000n;
+const Y = X + 0x100n;
+const Z = X + 0x200n;
+/** An ioregion next to the collision entries, on its own socket. */
+const R = X + 0x1000n;
+
+interface CollisionVm {
+  vm: KvmVm;
+  e1: number;
+  e2: number;
+  kvmEnd: number;
+  devEnd: number;
+  reg: (addr: bigint, len: number, fd: number, flags?: number, datamatch?: bigint) => IoctlResult;
+}
+
+/** A VM with three ioeventfds on e1: X (len 4), Y (len 0), Z (len 4, DATAMATCH 1). */
+const collisionVm = FIXTURE('collision', (): CollisionVm => {
   const vm = vm_create_barebones();
   const e1 = newEventfd();
   const e2 = newEventfd();
-  const X = 0x2_0000_0000n;
-  const Y = X + 0x100n;
-  const Z = X + 0x200n;
-  const reg = (addr: bigint, len: number, fd: number, flags = 0, datamatch = 0n) => __vm_ioeventfd(vm, { addr, len, fd, flags, datamatch });
   vm_ioeventfd(vm, { addr: X, len: 4, fd: e1 });
   vm_ioeventfd(vm, { addr: Y, len: 0, fd: e1 });
   vm_ioeventfd(vm, { addr: Z, len: 4, fd: e1, flags: DM, datamatch: 1n });
-  const cases: Case[] = [
-    ['collision: same addr, len, wildcard with another eventfd is EEXIST (the eventfd is not part of the key)', () => expect(reg(X, 4, e2), EEXIST)],
-    ['collision: the same registration again with the same eventfd is EEXIST', () => expect(reg(X, 4, e1), EEXIST)],
-    ['collision: same addr, another length (2 vs 4) is allowed', () => expect(reg(X, 2, e2), 0)],
-    ['collision: len 0 where a len-4 entry is (same addr) is EEXIST', () => expect(reg(X, 0, e2), EEXIST)],
-    ['collision: len 4 where a len-0 entry is (same addr) is EEXIST', () => expect(reg(Y, 4, e2), EEXIST)],
-    ['collision: len 0 where a len-0 entry is is EEXIST', () => expect(reg(Y, 0, e2), EEXIST)],
-    ['collision: DATAMATCH at a wildcard\'s addr and len is EEXIST', () => expect(reg(X, 4, e2, DM, 5n), EEXIST)],
-    ['collision: a wildcard at a DATAMATCH entry\'s addr and len is EEXIST', () => expect(reg(Z, 4, e2), EEXIST)],
-    ['collision: two DATAMATCH values on one addr and len are allowed', () => expect(reg(Z, 4, e2, DM, 2n), 0)],
-    ['collision: the same DATAMATCH value with another eventfd is EEXIST', () => expect(reg(Z, 4, e2, DM, 1n), EEXIST)],
-    ['collision: datamatch 0x100000001 differs from 1 even at len 4', () => expect(reg(Z, 4, e2, DM, 0x1_0000_0001n), 0)],
-    ['collision: the same address on MMIO and PIO is allowed (different buses)', () => expect(reg(X, 4, e1, PIO), 0)],
-    ['collision: overlapping ranges at different addresses (X/4, X+2/2) are allowed', () => expect(reg(X + 2n, 2, e1), 0)],
-    ['collision: len 0 at Y+1, inside no entry\'s start address, is allowed', () => expect(reg(Y + 1n, 0, e1), 0)],
+  const [kvmEnd, devEnd] = socketpair('seqpacket');
+  return { vm, e1, e2, kvmEnd, devEnd, reg: (addr, len, fd, flags = 0, datamatch = 0n) => __vm_ioeventfd(vm, { addr, len, fd, flags, datamatch }) };
+}, (s) => {
+  kvm_vm_free(s.vm);
+  [s.e1, s.e2, s.kvmEnd, s.devEnd].forEach(closeQuietly);
+});
+
+function needIoregionfd(): void {
+  if (!kvm_has_cap(KVM_CAP_IOREGIONFD)) SKIP('no KVM_CAP_IOREGIONFD: ioregion overlap rows are not run');
+}
+
+function collisionSteps(): Step<CollisionVm>[] {
+  return [
+    ['collision: same addr, len, wildcard with another eventfd is EEXIST (the eventfd is not part of the key)', (s) => expect(s.reg(X, 4, s.e2), EEXIST)],
+    ['collision: the same registration again with the same eventfd is EEXIST', (s) => expect(s.reg(X, 4, s.e1), EEXIST)],
+    ['collision: same addr, another length (2 vs 4) is allowed', (s) => expect(s.reg(X, 2, s.e2), 0)],
+    ['collision: len 0 where a len-4 entry is (same addr) is EEXIST', (s) => expect(s.reg(X, 0, s.e2), EEXIST)],
+    ['collision: len 4 where a len-0 entry is (same addr) is EEXIST', (s) => expect(s.reg(Y, 4, s.e2), EEXIST)],
+    ['collision: len 0 where a len-0 entry is is EEXIST', (s) => expect(s.reg(Y, 0, s.e2), EEXIST)],
+    ['collision: DATAMATCH at a wildcard\'s addr and len is EEXIST', (s) => expect(s.reg(X, 4, s.e2, DM, 5n), EEXIST)],
+    ['collision: a wildcard at a DATAMATCH entry\'s addr and len is EEXIST', (s) => expect(s.reg(Z, 4, s.e2), EEXIST)],
+    ['collision: two DATAMATCH values on one addr and len are allowed', (s) => expect(s.reg(Z, 4, s.e2, DM, 2n), 0)],
+    ['collision: the same DATAMATCH value with another eventfd is EEXIST', (s) => expect(s.reg(Z, 4, s.e2, DM, 1n), EEXIST)],
+    ['collision: datamatch 0x100000001 differs from 1 even at len 4', (s) => expect(s.reg(Z, 4, s.e2, DM, 0x1_0000_0001n), 0)],
+    ['collision: the same address on MMIO and PIO is allowed (different buses)', (s) => expect(s.reg(X, 4, s.e1, PIO), 0)],
+    ['collision: overlapping ranges at different addresses (X/4, X+2/2) are allowed', (s) => expect(s.reg(X + 2n, 2, s.e1), 0)],
+    ['collision: len 0 at Y+1, inside no entry\'s start address, is allowed', (s) => expect(s.reg(Y + 1n, 0, s.e1), 0)],
+    ['setup: an MMIO ioregion [R, R+0x100) and a PIO ioregion at port 0x6000', (s) => {
+      needIoregionfd();
+      return expect(__vm_set_ioregion(s.vm, { guest_paddr: R, memory_size: 0x100n, read_fd: s.kvmEnd, write_fd: s.kvmEnd }), 0) &&
+        expect(__vm_set_ioregion(s.vm, { guest_paddr: 0x6000n, memory_size: 0x10n, read_fd: s.kvmEnd, write_fd: s.kvmEnd, flags: KVM_IOREGION_PIO }), 0);
+    }],
+    ['ioregion: an ioeventfd inside an ioregion is EEXIST', (s) => expect(s.reg(R + 0x10n, 4, s.e1), EEXIST)],
+    ['ioregion: an ioeventfd sharing only the region\'s last byte is EEXIST', (s) => expect(s.reg(R + 0xffn, 1, s.e1), EEXIST)],
+    ['ioregion: an ioeventfd ending right before the region is allowed', (s) => expect(s.reg(R - 4n, 4, s.e1), 0)],
+    ['ioregion: a len-0 ioeventfd counts as 8 bytes: 7 bytes before the region is EEXIST', (s) => expect(s.reg(R - 7n, 0, s.e1), EEXIST)],
+    ['ioregion: a len-0 ioeventfd 8 bytes before the region is allowed', (s) => expect(s.reg(R - 8n, 0, s.e1), 0)],
+    ['ioregion: an ioeventfd right after the region\'s last byte is allowed', (s) => expect(s.reg(R + 0x100n, 8, s.e1), 0)],
+    ['ioregion: a PIO ioeventfd inside a PIO ioregion is EEXIST', (s) => expect(s.reg(0x6008n, 2, s.e1, PIO), EEXIST)],
+    ['ioregion: PIO at an MMIO ioregion\'s address is allowed (other bus)', (s) => expect(s.reg(R, 4, s.e1, PIO), 0)],
   ];
-  if (kvm_has_cap(KVM_CAP_IOREGIONFD)) {
-    const R = X + 0x1000n;
-    const [kvmEnd, devEnd] = socketpair('seqpacket');
-    cases.push(
-      ['setup: an MMIO ioregion [R, R+0x100) and a PIO ioregion at port 0x6000',
-        () => expect(__vm_set_ioregion(vm, { guest_paddr: R, memory_size: 0x100n, read_fd: kvmEnd, write_fd: kvmEnd }), 0) &&
-          expect(__vm_set_ioregion(vm, { guest_paddr: 0x6000n, memory_size: 0x10n, read_fd: kvmEnd, write_fd: kvmEnd, flags: KVM_IOREGION_PIO }), 0)],
-      ['ioregion: an ioeventfd inside an ioregion is EEXIST', () => expect(reg(R + 0x10n, 4, e1), EEXIST)],
-      ['ioregion: an ioeventfd sharing only the region\'s last byte is EEXIST', () => expect(reg(R + 0xffn, 1, e1), EEXIST)],
-      ['ioregion: an ioeventfd ending right before the region is allowed', () => expect(reg(R - 4n, 4, e1), 0)],
-      ['ioregion: a len-0 ioeventfd counts as 8 bytes: 7 bytes before the region is EEXIST', () => expect(reg(R - 7n, 0, e1), EEXIST)],
-      ['ioregion: a len-0 ioeventfd 8 bytes before the region is allowed', () => expect(reg(R - 8n, 0, e1), 0)],
-      ['ioregion: an ioeventfd right after the region\'s last byte is allowed', () => expect(reg(R + 0x100n, 8, e1), 0)],
-      ['ioregion: a PIO ioeventfd inside a PIO ioregion is EEXIST', () => expect(reg(0x6008n, 2, e1, PIO), EEXIST)],
-      ['ioregion: PIO at an MMIO ioregion\'s address is allowed (other bus)', () => expect(reg(R, 4, e1, PIO), 0)],
-    );
-    cases.push(['cleanup', () => {
-      closeQuietly(kvmEnd);
-      closeQuietly(devEnd);
-      return true;
-    }]);
-  } else {
-    ksft_print_msg('no KVM_CAP_IOREGIONFD: ioregion overlap rows are not run');
-  }
-  cases.push(['cleanup', () => {
-    kvm_vm_free(vm);
-    [e1, e2].forEach(closeQuietly);
-    return true;
-  }]);
-  return cases;
 }
 
 // ---- deassign ------------------------------------------------------------------------------------
 
-function deassignCases(): Case[] {
+const DX = 0x3_0000_0000n;
+const L0 = DX + 0x100n;
+
+interface DeassignVm {
+  vm: KvmVm;
+  a: number;
+  b: number;
+  pr: number;
+  pw: number;
+  entry: IoeventfdArgs;
+  /** Deassign `entry` with some fields changed. */
+  off: (more: Partial<IoeventfdArgs>) => IoctlResult;
+}
+
+/** A VM with a DATAMATCH entry at DX and a len-0 entry at L0, both on eventfd a. */
+const deassignVm = FIXTURE('deassign', (): DeassignVm => {
   const vm = vm_create_barebones();
   const a = newEventfd();
   const b = newEventfd();
   const [pr, pw] = pipe();
-  const X = 0x3_0000_0000n;
-  const L0 = X + 0x100n;
-  const entry: IoeventfdArgs = { addr: X, len: 4, fd: a, flags: DM, datamatch: 7n };
-  const off = (more: Partial<IoeventfdArgs>) => __vm_ioeventfd_deassign(vm, { ...entry, ...more });
+  const entry: IoeventfdArgs = { addr: DX, len: 4, fd: a, flags: DM, datamatch: 7n };
   vm_ioeventfd(vm, entry);
   vm_ioeventfd(vm, { addr: L0, len: 0, fd: a });
+  return { vm, a, b, pr, pw, entry, off: (more) => __vm_ioeventfd_deassign(vm, { ...entry, ...more }) };
+}, (s) => {
+  kvm_vm_free(s.vm);
+  [s.a, s.b, s.pr, s.pw].forEach(closeQuietly);
+});
+
+function deassignSteps(): Step<DeassignVm>[] {
   return [
-    ['deassign: another eventfd is ENOENT', () => expect(off({ fd: b }), ENOENT)],
-    ['deassign: another address is ENOENT', () => expect(off({ addr: X + 4n }), ENOENT)],
-    ['deassign: another length is ENOENT', () => expect(off({ len: 8 }), ENOENT)],
-    ['deassign: another datamatch is ENOENT', () => expect(off({ datamatch: 8n }), ENOENT)],
-    ['deassign: without DATAMATCH (wildcard-ness differs) is ENOENT', () => expect(off({ flags: 0 }), ENOENT)],
-    ['deassign: on the PIO bus is ENOENT', () => expect(off({ flags: DM | PIO }), ENOENT)],
-    ['deassign: len 3 is not validated: ENOENT, not EINVAL', () => expect(off({ len: 3 }), ENOENT)],
-    ['deassign: fd -1 is EBADF', () => expect(off({ fd: -1 }), EBADF)],
-    ['deassign: a pipe is EINVAL', () => expect(off({ fd: pr }), EINVAL)],
-    ['deassign: a dup of the eventfd matches (the eventfd, not the fd number, is the key)', () => {
-      const d = dup(a);
-      const r = off({ fd: d });
+    ['deassign: another eventfd is ENOENT', (s) => expect(s.off({ fd: s.b }), ENOENT)],
+    ['deassign: another address is ENOENT', (s) => expect(s.off({ addr: X + 4n }), ENOENT)],
+    ['deassign: another length is ENOENT', (s) => expect(s.off({ len: 8 }), ENOENT)],
+    ['deassign: another datamatch is ENOENT', (s) => expect(s.off({ datamatch: 8n }), ENOENT)],
+    ['deassign: without DATAMATCH (wildcard-ness differs) is ENOENT', (s) => expect(s.off({ flags: 0 }), ENOENT)],
+    ['deassign: on the PIO bus is ENOENT', (s) => expect(s.off({ flags: DM | PIO }), ENOENT)],
+    ['deassign: len 3 is not validated: ENOENT, not EINVAL', (s) => expect(s.off({ len: 3 }), ENOENT)],
+    ['deassign: fd -1 is EBADF', (s) => expect(s.off({ fd: -1 }), EBADF)],
+    ['deassign: a pipe is EINVAL', (s) => expect(s.off({ fd: s.pr }), EINVAL)],
+    ['deassign: a dup of the eventfd matches (the eventfd, not the fd number, is the key)', (s) => {
+      const d = dup(s.a);
+      const r = s.off({ fd: d });
       close(d);
       return expect(r, 0);
     }],
-    ['deassign: a second deassign of the same entry is ENOENT', () => expect(off({}), ENOENT)],
-    ['deassign: the entry can be assigned again after its deassign', () => expect(__vm_ioeventfd(vm, entry), 0)],
-    ['deassign: unknown flag bits are not validated (0x20|DEASSIGN removes the entry)', () => expect(off({ flags: DM | 0x20 }), 0)],
+    ['deassign: a second deassign of the same entry is ENOENT', (s) => expect(s.off({}), ENOENT)],
+    ['deassign: the entry can be assigned again after its deassign', (s) => expect(__vm_ioeventfd(s.vm, s.entry), 0)],
+    ['deassign: unknown flag bits are not validated (0x20|DEASSIGN removes the entry)', (s) => expect(s.off({ flags: DM | 0x20 }), 0)],
     ['deassign: len 0 on MMIO removes the fast-MMIO twin too (re-assigning does not collide)',
-      () => expect(__vm_ioeventfd_deassign(vm, { addr: L0, len: 0, fd: a }), 0) && expect(__vm_ioeventfd(vm, { addr: L0, len: 0, fd: b }), 0)],
-    ['cleanup', () => {
-      kvm_vm_free(vm);
-      [a, b, pr, pw].forEach(closeQuietly);
-      return true;
-    }],
+      (s) => expect(__vm_ioeventfd_deassign(s.vm, { addr: L0, len: 0, fd: s.a }), 0) && expect(__vm_ioeventfd(s.vm, { addr: L0, len: 0, fd: s.b }), 0)],
   ];
 }
 
@@ -277,7 +301,7 @@ function expectMmio(vcpu: KvmVcpu, addr: bigint, len: number, isWrite: boolean, 
   TEST_ASSERT(exit_reason(vcpu) === KVM_EXIT_MMIO, `expected KVM_EXIT_MMIO at 0x${addr.toString(16)}, got ${exit_reason_str(exit_reason(vcpu))}`);
   const m = run_mmio(vcpu);
   const ok = m.physAddr === addr && m.len === len && m.isWrite === isWrite && (data === undefined || le_value(m.data, len) === data);
-  if (!ok) ksft_print_msg(`mmio exit: phys_addr 0x${m.physAddr.toString(16)} len ${m.len} is_write ${m.isWrite} data 0x${le_value(m.data, m.len).toString(16)}`);
+  if (!ok) TH_LOG(`mmio exit: phys_addr 0x${m.physAddr.toString(16)} len ${m.len} is_write ${m.isWrite} data 0x${le_value(m.data, m.len).toString(16)}`);
   return ok;
 }
 
@@ -288,11 +312,20 @@ function expectIo(vcpu: KvmVcpu, port: number, direction: number, size: number, 
   const io = run_io(vcpu);
   const ok = io.port === port && io.direction === direction && io.size === size && io.count === count &&
     (data === undefined || le_value(io.data, size * count) === data);
-  if (!ok) ksft_print_msg(`io exit: port 0x${io.port.toString(16)} dir ${io.direction} size ${io.size} count ${io.count} data 0x${le_value(io.data).toString(16)}`);
+  if (!ok) TH_LOG(`io exit: port 0x${io.port.toString(16)} dir ${io.direction} size ${io.size} count ${io.count} data 0x${le_value(io.data).toString(16)}`);
   return ok;
 }
 
-function dispatchCases(): Case[] {
+interface DispatchVm {
+  vm: KvmVm;
+  vcpu: KvmVcpu;
+  efd: Record<'A' | 'B' | 'C1' | 'C2' | 'D' | 'E' | 'PA' | 'PB' | 'PC', number>;
+  /** The dup of efd.E kept after the VMM closed efd.E. */
+  eDup: number;
+}
+
+/** dispatch_guest on one vCPU, with its ioeventfds registered. */
+const dispatchVm = FIXTURE('dispatch', (): DispatchVm => {
   const vm = vm_create();
   const vcpu = vm_vcpu_add(vm, 0, dispatch_guest);
   const buf = vm_alloc(vm, 48);
@@ -312,147 +345,135 @@ function dispatchCases(): Case[] {
   vm_ioeventfd(vm, { addr: BigInt(PORT_A), len: 4, fd: efd.PA, flags: PIO });
   vm_ioeventfd(vm, { addr: BigInt(PORT_B), len: 2, fd: efd.PB, flags: PIO | DM, datamatch: 0x55aan });
   vm_ioeventfd(vm, { addr: BigInt(PORT_C), len: 0, fd: efd.PC, flags: PIO });
-  let eDup = -1;
+  return { vm, vcpu, efd, eDup: -1 };
+}, (s) => {
+  kvm_vm_free(s.vm);
+  Object.values(s.efd).forEach(closeQuietly);
+  closeQuietly(s.eDup);
+});
 
+function dispatchSteps(): Step<DispatchVm>[] {
   return [
-    ['dispatch: an exact hit (len 4 wildcard) completes with no exit', () => {
-      expectSync(vcpu, 1);
+    ['dispatch: an exact hit (len 4 wildcard) completes with no exit', (s) => {
+      expectSync(s.vcpu, 1);
       return true;
     }],
-    ['dispatch: the hit added exactly 1 to the eventfd', () => eventfd_take(efd.A) === 1n],
-    ['dispatch: a write at addr+1 exits KVM_EXIT_MMIO (phys_addr, len 4, is_write, data)', () => expectMmio(vcpu, MMIO_A + 1n, 4, true, 0xaabbccddn)],
-    ['dispatch: a 2-byte write to a len-4 ioeventfd exits with len 2 and its data', () => expectMmio(vcpu, MMIO_A, 2, true, 0x5566n)],
-    ['dispatch: an 8-byte write to a len-4 ioeventfd exits with len 8 and its data', () => expectMmio(vcpu, MMIO_A, 8, true, 0x0102030405060708n)],
-    ['dispatch: near misses leave the eventfd alone (poll shows no POLLIN)', () => {
-      expectSync(vcpu, 2);
-      return !fd_readable(efd.A);
+    ['dispatch: the hit added exactly 1 to the eventfd', (s) => eventfd_take(s.efd.A) === 1n],
+    ['dispatch: a write at addr+1 exits KVM_EXIT_MMIO (phys_addr, len 4, is_write, data)', (s) => expectMmio(s.vcpu, MMIO_A + 1n, 4, true, 0xaabbccddn)],
+    ['dispatch: a 2-byte write to a len-4 ioeventfd exits with len 2 and its data', (s) => expectMmio(s.vcpu, MMIO_A, 2, true, 0x5566n)],
+    ['dispatch: an 8-byte write to a len-4 ioeventfd exits with len 8 and its data', (s) => expectMmio(s.vcpu, MMIO_A, 8, true, 0x0102030405060708n)],
+    ['dispatch: near misses leave the eventfd alone (poll shows no POLLIN)', (s) => {
+      expectSync(s.vcpu, 2);
+      return !fd_readable(s.efd.A);
     }],
-    ['dispatch: a read at an ioeventfd address exits (KVM_EXIT_MMIO, is_write 0, len 4)', () => {
-      const ok = expectMmio(vcpu, MMIO_A, 4, false);
-      le_store(run_mmio(vcpu).data, 4, 0xfeedf00dn);
+    ['dispatch: a read at an ioeventfd address exits (KVM_EXIT_MMIO, is_write 0, len 4)', (s) => {
+      const ok = expectMmio(s.vcpu, MMIO_A, 4, false);
+      le_store(run_mmio(s.vcpu).data, 4, 0xfeedf00dn);
       return ok;
     }],
-    ['dispatch: the read completes with the VMM\'s data and is never consumed by the ioeventfd', () => {
-      expectSync(vcpu, 3);
-      return !fd_readable(efd.A);
+    ['dispatch: the read completes with the VMM\'s data and is never consumed by the ioeventfd', (s) => {
+      expectSync(s.vcpu, 3);
+      return !fd_readable(s.efd.A);
     }],
-    ['dispatch: a len-0 entry does not take a write at another address', () => expectMmio(vcpu, MMIO_B + 4n, 4, true, 5n)],
-    ['dispatch: a len-0 entry takes 1-, 2-, 4- and 8-byte writes at its address (4 signals)', () => {
-      expectSync(vcpu, 4);
-      return eventfd_take(efd.B) === 4n;
+    ['dispatch: a len-0 entry does not take a write at another address', (s) => expectMmio(s.vcpu, MMIO_B + 4n, 4, true, 5n)],
+    ['dispatch: a len-0 entry takes 1-, 2-, 4- and 8-byte writes at its address (4 signals)', (s) => {
+      expectSync(s.vcpu, 4);
+      return eventfd_take(s.efd.B) === 4n;
     }],
-    ['dispatch: a value matching no DATAMATCH entry exits', () => expectMmio(vcpu, MMIO_C, 4, true, 3n)],
-    ['dispatch: an 8-byte DATAMATCH compares all 64 bits (off by one exits)', () => expectMmio(vcpu, MMIO_D, 8, true, 0x1122334455667789n)],
-    ['dispatch: DATAMATCH entries on one address each signal their own eventfd (1 and 2 hits)', () => {
-      expectSync(vcpu, 5);
-      return eventfd_take(efd.C1) === 1n && eventfd_take(efd.C2) === 2n;
+    ['dispatch: a value matching no DATAMATCH entry exits', (s) => expectMmio(s.vcpu, MMIO_C, 4, true, 3n)],
+    ['dispatch: an 8-byte DATAMATCH compares all 64 bits (off by one exits)', (s) => expectMmio(s.vcpu, MMIO_D, 8, true, 0x1122334455667789n)],
+    ['dispatch: DATAMATCH entries on one address each signal their own eventfd (1 and 2 hits)', (s) => {
+      expectSync(s.vcpu, 5);
+      return eventfd_take(s.efd.C1) === 1n && eventfd_take(s.efd.C2) === 2n;
     }],
-    ['dispatch: the matching 8-byte DATAMATCH write signalled once', () => eventfd_take(efd.D) === 1n],
-    ['dispatch: counters accumulate: 10 writes, one read() returns 10', () => {
-      expectSync(vcpu, 6);
-      return eventfd_take(efd.A) === 10n;
+    ['dispatch: the matching 8-byte DATAMATCH write signalled once', (s) => eventfd_take(s.efd.D) === 1n],
+    ['dispatch: counters accumulate: 10 writes, one read() returns 10', (s) => {
+      expectSync(s.vcpu, 6);
+      return eventfd_take(s.efd.A) === 10n;
     }],
-    ['dispatch: read() reset the counter (the next read is EAGAIN)', () => eventfdRead(efd.A) === undefined],
-    ['dispatch: after deassign the same write exits', () => {
-      vm_ioeventfd(vm, { addr: MMIO_A, len: 4, fd: efd.A, flags: KVM_IOEVENTFD_FLAG_DEASSIGN });
-      vm_ioeventfd(vm, { addr: MMIO_B, len: 0, fd: efd.B, flags: KVM_IOEVENTFD_FLAG_DEASSIGN });
-      return expectMmio(vcpu, MMIO_A, 4, true, 7n);
+    ['dispatch: read() reset the counter (the next read is EAGAIN)', (s) => eventfdRead(s.efd.A) === undefined],
+    ['dispatch: after deassign the same write exits', (s) => {
+      vm_ioeventfd(s.vm, { addr: MMIO_A, len: 4, fd: s.efd.A, flags: KVM_IOEVENTFD_FLAG_DEASSIGN });
+      vm_ioeventfd(s.vm, { addr: MMIO_B, len: 0, fd: s.efd.B, flags: KVM_IOEVENTFD_FLAG_DEASSIGN });
+      return expectMmio(s.vcpu, MMIO_A, 4, true, 7n);
     }],
-    ['dispatch: after deassigning a len-0 entry (and its fast-MMIO twin) a 1-byte write exits', () => expectMmio(vcpu, MMIO_B, 1, true, 7n)],
-    ['dispatch: deassigned eventfds were not signalled', () => {
-      expectSync(vcpu, 7);
-      return !fd_readable(efd.A) && !fd_readable(efd.B);
+    ['dispatch: after deassigning a len-0 entry (and its fast-MMIO twin) a 1-byte write exits', (s) => expectMmio(s.vcpu, MMIO_B, 1, true, 7n)],
+    ['dispatch: deassigned eventfds were not signalled', (s) => {
+      expectSync(s.vcpu, 7);
+      return !fd_readable(s.efd.A) && !fd_readable(s.efd.B);
     }],
-    ['dispatch: PIO: a 2-byte out to a len-4 port exits KVM_EXIT_IO (OUT, size 2, count 1, data)', () => expectIo(vcpu, PORT_A, KVM_EXIT_IO_OUT, 2, 1, 0x5566n)],
-    ['dispatch: PIO: an out not matching DATAMATCH exits', () => expectIo(vcpu, PORT_B, KVM_EXIT_IO_OUT, 2, 1, 0x1111n)],
-    ['dispatch: PIO: an in at an ioeventfd port exits (IN, size 4)', () => {
-      const ok = expectIo(vcpu, PORT_A, KVM_EXIT_IO_IN, 4, 1);
-      le_store(run_io(vcpu).data, 4, 0xcafen);
+    ['dispatch: PIO: a 2-byte out to a len-4 port exits KVM_EXIT_IO (OUT, size 2, count 1, data)', (s) => expectIo(s.vcpu, PORT_A, KVM_EXIT_IO_OUT, 2, 1, 0x5566n)],
+    ['dispatch: PIO: an out not matching DATAMATCH exits', (s) => expectIo(s.vcpu, PORT_B, KVM_EXIT_IO_OUT, 2, 1, 0x1111n)],
+    ['dispatch: PIO: an in at an ioeventfd port exits (IN, size 4)', (s) => {
+      const ok = expectIo(s.vcpu, PORT_A, KVM_EXIT_IO_IN, 4, 1);
+      le_store(run_io(s.vcpu).data, 4, 0xcafen);
       return ok;
     }],
-    ['dispatch: PIO: exact port and size hit once, DATAMATCH hit once, len 0 took outb/outw/outl', () => {
-      expectSync(vcpu, 8);
-      return eventfd_take(efd.PA) === 1n && eventfd_take(efd.PB) === 1n && eventfd_take(efd.PC) === 3n;
+    ['dispatch: PIO: exact port and size hit once, DATAMATCH hit once, len 0 took outb/outw/outl', (s) => {
+      expectSync(s.vcpu, 8);
+      return eventfd_take(s.efd.PA) === 1n && eventfd_take(s.efd.PB) === 1n && eventfd_take(s.efd.PC) === 3n;
     }],
-    ['dispatch: rep outsw: element 1 (0x1111) misses DATAMATCH and exits alone (size 2, count 1)', () => expectIo(vcpu, PORT_B, KVM_EXIT_IO_OUT, 2, 1, 0x1111n)],
-    ['dispatch: rep outsw: element 3 (0x2222) exits alone too', () => expectIo(vcpu, PORT_B, KVM_EXIT_IO_OUT, 2, 1, 0x2222n)],
-    ['dispatch: rep outsw: elements 0 and 2 were dispatched to the ioeventfd (2 signals)', () => {
-      expectSync(vcpu, 9);
-      return eventfd_take(efd.PB) === 2n;
+    ['dispatch: rep outsw: element 1 (0x1111) misses DATAMATCH and exits alone (size 2, count 1)', (s) => expectIo(s.vcpu, PORT_B, KVM_EXIT_IO_OUT, 2, 1, 0x1111n)],
+    ['dispatch: rep outsw: element 3 (0x2222) exits alone too', (s) => expectIo(s.vcpu, PORT_B, KVM_EXIT_IO_OUT, 2, 1, 0x2222n)],
+    ['dispatch: rep outsw: elements 0 and 2 were dispatched to the ioeventfd (2 signals)', (s) => {
+      expectSync(s.vcpu, 9);
+      return eventfd_take(s.efd.PB) === 2n;
     }],
-    ['dispatch: rep outsl of 8 elements to a wildcard port: 8 signals, no exit', () => eventfd_take(efd.PA) === 8n],
-    ['dispatch: closing the VMM\'s eventfd number does not unregister the ioeventfd', () => {
-      vm_ioeventfd(vm, { addr: MMIO_E, len: 4, fd: efd.E });
-      eDup = dup(efd.E);
-      close(efd.E);
-      vcpu_run(vcpu);
-      const uc = get_ucall(vcpu);
+    ['dispatch: rep outsl of 8 elements to a wildcard port: 8 signals, no exit', (s) => eventfd_take(s.efd.PA) === 8n],
+    ['dispatch: closing the VMM\'s eventfd number does not unregister the ioeventfd', (s) => {
+      vm_ioeventfd(s.vm, { addr: MMIO_E, len: 4, fd: s.efd.E });
+      s.eDup = dup(s.efd.E);
+      close(s.efd.E);
+      s.efd.E = -1;
+      vcpu_run(s.vcpu);
+      const uc = get_ucall(s.vcpu);
       if (uc.cmd === UCALL_ABORT) REPORT_GUEST_ASSERT(uc);
-      TEST_ASSERT(uc.cmd === UCALL_DONE, `expected GUEST_DONE, got ${exit_reason_str(exit_reason(vcpu))} ucall ${uc.cmd}`);
-      return eventfd_take(eDup) === 1n;
-    }],
-    ['cleanup', () => {
-      kvm_vm_free(vm);
-      Object.entries(efd).forEach(([k, fd]) => k !== 'E' && closeQuietly(fd));
-      closeQuietly(eDup);
-      return true;
+      TEST_ASSERT(uc.cmd === UCALL_DONE, `expected GUEST_DONE, got ${exit_reason_str(exit_reason(s.vcpu))} ucall ${uc.cmd}`);
+      return eventfd_take(s.eDup) === 1n;
     }],
   ];
 }
+
+TEST_STEPS(apiVm, apiSteps());
+TEST_STEPS(collisionVm, collisionSteps());
+TEST_STEPS(deassignVm, deassignSteps());
+TEST_STEPS(dispatchVm, dispatchSteps());
 
 // ---- limits and lifetime ---------------------------------------------------------------------------
 
-function limitCases(): Case[] {
-  return [
-    ['ioeventfds never count toward NR_IOBUS_DEVS: 2000 at distinct addresses on one bus all succeed', () => {
-      const vm = vm_create_barebones();
-      const efd = newEventfd();
-      let failed: IoctlResult | undefined;
-      for (let i = 0; i < 2000 && !failed; i++) {
-        const r = __vm_ioeventfd(vm, { addr: BigInt(0x1000 + 4 * i), len: 4, fd: efd });
-        if (r.ret !== 0) failed = r;
-      }
-      if (failed) ksft_print_msg(`registration failed: ${errnoName(failed.errno)} ${failed.detail}`);
-      kvm_vm_free(vm);
-      closeQuietly(efd);
-      return !failed;
-    }],
-    ['closing the VM releases every eventfd reference the kernel-model took', () => {
-      const { kvm, pid, before } = open_counted_kernel_model();
-      const vm = vm_create_barebones(kvm);
-      const efd = newEventfd();
-      for (let i = 0; i < 50; i++) vm_ioeventfd(vm, { addr: BigInt(0x1000 + 8 * i), len: i % 2 ? 0 : 8, fd: efd });
-      const held = eventfds_of(pid);
-      kvm_vm_free(vm);
-      closeQuietly(efd);
-      const after = eventfds_settled(pid, before);
-      close_kvm_dev(kvm);
-      ksft_print_msg(`kernel-model eventfds: ${before} before, ${held} with 50 ioeventfds (25 with a fast-MMIO twin), ${after} after close`);
-      return held === before + 75 && after === before;
-    }],
-  ];
-}
-
-function main(): void {
-  ksft_print_header();
-  TEST_REQUIRE(kvm_has_cap(KVM_CAP_IOEVENTFD), 'kvm_has_cap(KVM_CAP_IOEVENTFD)');
-  const groups = [apiCases, collisionCases, deassignCases, dispatchCases, limitCases];
-  const skips = [
-    'assign row 7: allocation failure (ENOMEM) is not modelled',
-    'assign rows 9/10: ENOSPC on a bus full of NR_IOBUS_DEVS ioregions needs the iobus limits test (unit-tested in kernel-model/ioeventfd.test.ts)',
-  ];
-  // Cases are built group by group (each sets up its VM first); the plan counts them all up front.
-  const built = groups.map((g) => g());
-  const all = built.flat().filter(([name]) => name !== 'cleanup');
-  ksft_set_plan(all.length + skips.length);
-  for (const cases of built) {
-    for (const [name, run] of cases) {
-      const ok = run();
-      if (name !== 'cleanup') ksft_test_result(ok, name);
-    }
+TEST('ioeventfds never count toward NR_IOBUS_DEVS: 2000 at distinct addresses on one bus all succeed', () => {
+  const vm = vm_create_barebones();
+  const efd = newEventfd();
+  let failed: IoctlResult | undefined;
+  for (let i = 0; i < 2000 && !failed; i++) {
+    const r = __vm_ioeventfd(vm, { addr: BigInt(0x1000 + 4 * i), len: 4, fd: efd });
+    if (r.ret !== 0) failed = r;
   }
-  for (const s of skips) ksft_test_result_skip(s);
-  ksft_finished();
-}
+  kvm_vm_free(vm);
+  closeQuietly(efd);
+  EXPECT(!failed, `every registration to succeed${failed ? `, got ${errnoName(failed.errno)} ${failed.detail}` : ''}`);
+});
 
-if (require.main === module) main();
+TEST('closing the VM releases every eventfd reference the kernel-model took', () => {
+  const { kvm, pid, before } = open_counted_kernel_model();
+  const vm = vm_create_barebones(kvm);
+  const efd = newEventfd();
+  for (let i = 0; i < 50; i++) vm_ioeventfd(vm, { addr: BigInt(0x1000 + 8 * i), len: i % 2 ? 0 : 8, fd: efd });
+  const held = eventfds_of(pid);
+  kvm_vm_free(vm);
+  closeQuietly(efd);
+  const after = eventfds_settled(pid, before);
+  close_kvm_dev(kvm);
+  TH_LOG(`kernel-model eventfds: ${before} before, ${held} with 50 ioeventfds (25 with a fast-MMIO twin), ${after} after close`);
+  EXPECT_EQ(held, before + 75, 'eventfds held with 50 ioeventfds');
+  EXPECT_EQ(after, before, 'eventfds after close');
+});
+
+TEST('assign row 7: allocation failure (ENOMEM) is not modelled', () => SKIP('not modelled'));
+TEST('assign rows 9/10: ENOSPC on a bus full of NR_IOBUS_DEVS ioregions needs the iobus limits test (unit-tested in kernel-model/ioeventfd.test.ts)',
+  () => SKIP('not run here'));
+
+if (require.main === module) {
+  TEST_REQUIRE(kvm_has_cap(KVM_CAP_IOEVENTFD), 'kvm_has_cap(KVM_CAP_IOEVENTFD)');
+  void test_harness_run();
+}

@@ -1,5 +1,5 @@
 // ioregionfd_failure_test: a device that answers short, answers garbage, closes, dies or never answers,
-// and an fd someone made non-blocking (spec/ioregionfd.md §3.7; must-test items 34-37). By default the
+// and an fd someone made non-blocking (docs/ioregionfd.md §5.4, §6; must-test items 34-37). By default the
 // access falls back to an ordinary exit, as the RFC does, and is counted; with the emulator capability
 // KVM_CAP_EMU_IOREGIONFD_FAILURE_EXIT it becomes KVM_EXIT_IOREGIONFD_FAILURE. Nothing hangs a vCPU or
 // touches another region.

@@ -1,6 +1,6 @@
 // ioregionfd_serialization_test: regions that share a read fd have one transaction in flight, waiting
 // vCPUs are served first come first served, and each response reaches the vCPU that sent the command;
-// regions on different fds run concurrently (spec/ioregionfd.md §3.6; must-test items 29-30).
+// regions on different fds run concurrently (docs/ioregionfd.md §5.3; must-test items 29-30).
 
 import { KVM_CAP_IOREGIONFD } from '../../proto/kvm-uapi';
 import { closeQuietly, eventfd, socketpair } from '../../proto/os';

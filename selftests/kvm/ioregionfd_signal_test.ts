@@ -1,6 +1,6 @@
 // ioregionfd_signal_test: a signal (kick) while a vCPU is blocked in an ioregionfd access returns
 // KVM_RUN with EINTR / KVM_EXIT_INTR, and the next KVM_RUN resumes the access where it stopped
-// (spec/ioregionfd.md §3.6, §3.8, §3.3; must-test items 38-42).
+// (docs/ioregionfd.md §5.3, §5.5, §5.6; must-test items 38-42).
 
 import { EINTR, errnoName } from '../../proto/errno';
 import { KVM_CAP_IOREGIONFD, KVM_EXIT_INTR, KVM_EXIT_MMIO, KVM_IOREGION_POSTED_WRITES } from '../../proto/kvm-uapi';

@@ -1,4 +1,4 @@
-// ioregionfd_wire_test: the 32-byte wire protocol byte for byte (spec/ioregionfd.md §2, §3.4, §3.9;
+// ioregionfd_wire_test: the 32-byte wire protocol byte for byte (docs/ioregionfd.md §4, §5.1, §5.7;
 // must-test items 14-28). The test plays the device on the raw fds, so it sees every command and
 // chooses every answer, including wrong ones.
 

@@ -2,7 +2,7 @@
 """echo_device.py: an ioregionfd device task written against the documented fd contract only.
 
 It shares no code with the TypeScript device tasks: what it knows comes from the contract in
-proto/device-task-manifest.ts and the wire layouts of the RFC (spec/ioregionfd.md section 2).
+proto/device-task-manifest.ts and the wire layouts of the RFC (docs/ioregionfd.md section 4).
 
 * The manifest is JSON in the environment variable IOREGIONFD_DEVICE_TASK; every fd it names is
   already open at that number. Each channel reads 32-byte commands from cmd_fd and writes 32-byte

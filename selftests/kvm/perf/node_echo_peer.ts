@@ -1,4 +1,4 @@
-// The device end of floor_node_rtt / floor_node_posted_rate (transport_floor_perf_test): a Node
+// The device end of floor_node_rtt / floor_node_posted_rate (dispatch_perf_test, lib/perf_floor.ts): a Node
 // process that serves the protocol of transport_floor.c's child on fd 3 with one blocking koffi
 // read(2) per message and one write(2) per answer, the I/O style of the model's device tasks.
 
