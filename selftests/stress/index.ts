@@ -1,7 +1,11 @@
 // The fault campaigns the stress runner (npm run stress) and fault_campaigns_test know, in report order.
 
+import { badReplies } from './bad-replies';
 import { Campaign } from './campaign';
+import { churn } from './churn';
+import { deviceKill } from './device-kill';
 import { ioctlFuzz } from './ioctl-fuzz';
 import { ioctlModel } from './ioctl-model';
+import { kickStorm } from './kick-storm';
 
-export const CAMPAIGNS: Campaign[] = [ioctlFuzz, ioctlModel];
+export const CAMPAIGNS: Campaign[] = [deviceKill, badReplies, kickStorm, ioctlFuzz, ioctlModel, churn];
