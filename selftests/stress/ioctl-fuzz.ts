@@ -189,7 +189,7 @@ class Fuzzer {
   }
 
   u32(): number {
-    return this.pick([0, 1, 2, 3, 4, 7, 8, 16, 0xff, 0xffff, 0xffffffff, 0x80000000, this.rng.u32(), 1 << this.rng.below(32)]);
+    return this.pick([0, 1, 2, 3, 4, 7, 8, 16, 0xff, 0xffff, 0xffffffff, 0x80000000, this.rng.u32(), 1 << this.rng.below(32)]) >>> 0;
   }
 
   /** An fd number for a struct field: one of ours of any kind, a KVM fd, -1, or a number never open. */
