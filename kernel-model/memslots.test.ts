@@ -10,7 +10,7 @@ import { IoctlFailure } from './server';
 const MB = 0x100000n;
 
 function backing(key = 1, size = 16 * 0x100000, writable = true): Backing {
-  return { key, fd: -1, size, writable };
+  return { key, fd: -1, size, writable, sealed: true, sealable: true };
 }
 
 function region(slot: number, gpa: bigint, size: bigint, offset = 0n, flags = 0): MemoryRegionArg {

@@ -7,7 +7,7 @@ import {
 } from '../proto/kvm-uapi';
 import { errnoName } from '../proto/errno';
 import {
-  addSeals, F_SEAL_SHRINK, fdKind, fileSize, getSeals, getStatusFlags, O_ACCMODE, O_RDWR, probeMap, PROT_READ, PROT_WRITE,
+  addSeals, F_SEAL_SEAL, F_SEAL_SHRINK, fdKind, fileSize, getSeals, getStatusFlags, O_ACCMODE, O_RDWR, probeMap, PROT_READ, PROT_WRITE,
 } from '../proto/os';
 import { fail } from './server';
 
@@ -24,13 +24,16 @@ export interface MemoryRegionArg {
   userspaceAddr: bigint;
 }
 
-/** Where a slot's bytes live: a memfd the kernel-model holds, sealed against shrinking. */
+/** Where a slot's bytes live: a memfd the kernel-model holds, sealed against shrinking once a slot uses it. */
 export interface Backing {
   key: number;
   fd: number;
   size: number;
   /** Opened O_RDWR: only then may a slot without KVM_MEM_READONLY use it. */
   writable: boolean;
+  /** F_SEAL_SHRINK is set; `sealable`: it is, or this fd can add it. */
+  sealed: boolean;
+  sealable: boolean;
 }
 
 export interface Memslot {
@@ -45,19 +48,32 @@ export interface Memslot {
 }
 
 /**
- * What the model needs of a memfd before any slot may use it: it is a memfd, it is sealed against
- * shrinking (the seal is added here when the memfd allows it), and whether it is writable. A memfd
- * that anyone could truncate would turn a guest's RAM access into SIGBUS in the kernel-model.
+ * What the model needs to know of a memfd before any slot may use it: that it is a memfd, its size,
+ * whether it is writable, and whether it is (or can be) sealed against shrinking. A memfd that anyone
+ * could truncate would turn a guest's RAM access into SIGBUS in the kernel-model. Nothing is changed
+ * here: the seal is added by sealBacking() once a request has passed every check.
  */
-export function adoptBacking(fd: number): { size: number; writable: boolean } {
+export function inspectBacking(fd: number): { size: number; writable: boolean; sealed: boolean; sealable: boolean } {
   const kind = fdKind(fd);
   if (kind !== 'memfd') throw fail(EINVAL, `slot memory must be a memfd (userspace_addr is an offset into it), got a ${kind}`);
   const seals = getSeals(fd);
-  if (seals < 0 || (!(seals & F_SEAL_SHRINK) && addSeals(fd, F_SEAL_SHRINK) < 0)) {
-    throw fail(EINVAL, 'the memfd cannot be sealed against shrinking: create it with MFD_ALLOW_SEALING (or add F_SEAL_SHRINK yourself)');
-  }
   const mode = getStatusFlags(fd);
-  return { size: fileSize(fd), writable: mode >= 0 && (mode & O_ACCMODE) === O_RDWR };
+  const writable = mode >= 0 && (mode & O_ACCMODE) === O_RDWR;
+  const sealed = seals >= 0 && (seals & F_SEAL_SHRINK) !== 0;
+  // F_ADD_SEALS needs a writable fd and a memfd without F_SEAL_SEAL (fcntl(2)).
+  return { size: fileSize(fd), writable, sealed, sealable: sealed || (seals >= 0 && !(seals & F_SEAL_SEAL) && writable) };
+}
+
+/**
+ * Seal an accepted slot's memfd against shrinking (a no-op when it already is), and make sure it
+ * still holds the slot's bytes `[0, end)`: the VMM may have shrunk it while the request was checked.
+ */
+export function sealBacking(b: Backing, end: bigint): void {
+  if (b.sealed) return;
+  if (addSeals(b.fd, F_SEAL_SHRINK) < 0) throw fail(EINVAL, 'the memfd cannot be sealed against shrinking');
+  b.sealed = true;
+  b.size = fileSize(b.fd);
+  if (end > BigInt(b.size)) throw fail(EINVAL, `the memfd shrank to 0x${b.size.toString(16)} bytes while the request was checked`);
 }
 
 /** Map and unmap the slot's range once, as its vCPU threads will, so a slot they cannot map is refused now. */
@@ -104,6 +120,9 @@ export class Memslots {
       }
       if (!b.writable && !(m.flags & KVM_MEM_READONLY)) {
         throw fail(EINVAL, 'the memfd is open read-only: a slot without KVM_MEM_READONLY needs it O_RDWR');
+      }
+      if (!b.sealable) {
+        throw fail(EINVAL, 'the memfd cannot be sealed against shrinking: create it with MFD_ALLOW_SEALING (or add F_SEAL_SHRINK yourself)');
       }
     }
     // One address space, as on the measured host (KVM_CAP_MULTI_ADDRESS_SPACE 0: no SMM).

@@ -10,7 +10,7 @@ import {
   KVM_MAX_VCPU_IDS, KVM_MAX_VCPUS, KVM_MEM_READONLY, KVM_SET_USER_MEMORY_REGION, MEMREGION, NR_IOBUS_DEVS,
 } from '../proto/kvm-uapi';
 import { closeQuietly, dup, fileSize, sameFile } from '../proto/os';
-import { adoptBacking, Backing, Memslots, probeMapping } from './memslots';
+import { Backing, inspectBacking, Memslots, probeMapping, sealBacking } from './memslots';
 import { fail, Handler, ReceivedFds, Reply, SocketServer } from './server';
 import { VcpuHandle } from './vcpu';
 import { releaseUpdate, type VcpuConfig, type VcpuUpdate } from './vcpu-contract';
@@ -117,7 +117,11 @@ export class Vm {
     try {
       const checked = this.memslots.check(m, () => (backing = this.backingFor(fds)));
       if (checked.change === 'none') return { ret: 0 };
-      if (backing) probeMapping(backing, m.userspaceAddr, m.memorySize, (m.flags & KVM_MEM_READONLY) !== 0);
+      if (backing) {
+        probeMapping(backing, m.userspaceAddr, m.memorySize, (m.flags & KVM_MEM_READONLY) !== 0);
+        // Only now, with every check passed: a refused request leaves the VMM's memfd as it was.
+        sealBacking(backing, m.userspaceAddr + m.memorySize);
+      }
       const { old, undo } = this.memslots.apply(m, checked.change, backing);
       // Every vCPU gets the new list or none does: build all the updates (fd dups) first.
       let updates: Map<VcpuHandle, VcpuUpdate>;
@@ -141,8 +145,9 @@ export class Vm {
 
   /**
    * The attached memfd as a Backing, reusing an existing one for the same file (kcmp) so fds don't
-   * pile up. A new one must be a memfd the model can seal against shrinking: a slot's pages must stay
-   * there for as long as vCPUs and devices map them (a truncated file would SIGBUS the kernel-model).
+   * pile up. A new one must be a memfd the model can seal against shrinking (sealed once a slot of it
+   * is accepted): a slot's pages must stay there for as long as vCPUs and devices map them (a
+   * truncated file would SIGBUS the kernel-model).
    */
   private backingFor(fds: ReceivedFds): Backing | undefined {
     const fd = fds.takeFirst();
@@ -155,7 +160,7 @@ export class Vm {
       }
     }
     try {
-      const b = { key: this.nextBackingKey++, fd, ...adoptBacking(fd) };
+      const b = { key: this.nextBackingKey++, fd, ...inspectBacking(fd) };
       this.backings.push(b);
       return b;
     } catch (e) {

@@ -15,13 +15,13 @@ import {
   KVM_CAP_NR_MEMSLOTS, KVM_EXIT_IO, KVM_EXIT_MMIO, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, KVM_SET_USER_MEMORY_REGION,
   PAGE_SIZE,
 } from '../../proto/kvm-uapi';
-import { addSeals, closeQuietly, F_SEAL_SEAL, memfd } from '../../proto/os';
+import { addSeals, closeQuietly, F_SEAL_SEAL, F_SEAL_SHRINK, getSeals, memfd, resizeFile } from '../../proto/os';
 import { ksft_finished, ksft_print_header, ksft_set_plan, ksft_test_result } from '../kselftest';
 import { GUEST_DONE, GUEST_SYNC, GUEST_SYNC_ARGS, readq, writeq } from './lib/guest';
 import {
   __vcpu_run_start, __vcpu_run_wait, __vm_ioctl, __vm_set_user_memory_region, exit_reason, kvm_check_cap, KvmVcpu,
   kvm_vm_free, le_store, run_mmio, vcpu_args_set, vcpu_run, vm_create_barebones, vm_create_with_one_vcpu,
-  vm_mem_region_delete, vm_mem_region_move, vm_userspace_mem_region_add,
+  vm_mem_region_delete, vm_mem_region_move, vm_set_user_memory_region, vm_userspace_mem_region_add,
 } from './lib/kvm_util';
 import { get_ucall, REPORT_GUEST_ASSERT, Ucall, UCALL_ABORT, UCALL_DONE, UCALL_SYNC } from './lib/ucall_common';
 import { msleep, pr_info, TEST_ASSERT, TEST_ASSERT_EQ } from './lib/test_util';
@@ -174,6 +174,38 @@ function test_errno_matrix(nrMemslots: number): void {
 }
 
 /** A temporary regular file of `size` bytes, already unlinked: only its fd remains. */
+/**
+ * A request that is refused changes nothing, the memfd that came with it included: the model seals a
+ * memfd against shrinking only once a slot of it is accepted, so the VMM may still resize a memfd it
+ * offered in vain (the ioctl-model stress campaign found refused requests sealing it).
+ */
+function test_refused_request_leaves_memfd_unsealed(): void {
+  const vm = vm_create_barebones();
+  const K64 = 0x10000n;
+  const taken = memfd('set_memory_region_test-taken', K64);
+  const offered = memfd('set_memory_region_test-offered', K64);
+  vm_set_user_memory_region(vm, 0, 0, 0x100000n, K64, taken);
+  const refused = [
+    __vm_set_user_memory_region(vm, 1, 0, 0x200000n, 2n * K64, offered),
+    __vm_set_user_memory_region(vm, 1, 0, 0x108000n, K64, offered),
+    __vm_set_user_memory_region(vm, 0x10001, 0, 0x200000n, K64, offered),
+  ];
+  const errnos = refused.map((r) => (r.ret === 0 ? 'success' : errnoName(r.errno)));
+  const unsealed = (getSeals(offered) & F_SEAL_SHRINK) === 0;
+  const shrunk = resizeFile(offered, K64 / 2n);
+  ksft_test_result(errnos.join() === 'EINVAL,EEXIST,EINVAL' && unsealed && shrunk === 0,
+    `refused requests (beyond the memfd, overlapping, as_id 1: ${errnos.join(', ')}) leave the memfd unsealed and the VMM can shrink it (${shrunk === 0 ? 'it did' : errnoName(-shrunk)})`);
+  const readOnly = fs.openSync(`/proc/self/fd/${offered}`, 'r');
+  const ro = __vm_set_user_memory_region(vm, 2, KVM_MEM_READONLY, 0x300000n, K64 / 2n, readOnly);
+  ksft_test_result(ro.ret === -1 && ro.errno === EINVAL && /sealed/.test(ro.detail),
+    `a read-only open of that memfd still cannot back a KVM_MEM_READONLY slot (no seal can be added through it): ${ro.ret === 0 ? 'success' : `${errnoName(ro.errno)} (${ro.detail})`}`);
+  const good = __vm_set_user_memory_region(vm, 2, 0, 0x300000n, K64 / 2n, offered);
+  ksft_test_result(good.ret === 0 && (getSeals(offered) & F_SEAL_SHRINK) !== 0,
+    `a valid request with it then succeeds and seals it (${good.ret === 0 ? 'success' : errnoName(good.errno)}, seals 0x${getSeals(offered).toString(16)})`);
+  kvm_vm_free(vm);
+  [taken, offered, readOnly].forEach(closeQuietly);
+}
+
 function tempFile(size: number): number {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'set_memory_region_test-'));
   const name = path.join(dir, 'ram');
@@ -330,8 +362,9 @@ function main(): void {
   ksft_print_header();
   const nrMemslots = kvm_check_cap(KVM_CAP_NR_MEMSLOTS);
   TEST_ASSERT(nrMemslots > 0, 'KVM_CAP_NR_MEMSLOTS should be greater than 0');
-  ksft_set_plan(49 + 2 + 5 + 3);
+  ksft_set_plan(49 + 2 + 3 + 5 + 3);
   test_errno_matrix(nrMemslots);
+  test_refused_request_leaves_memfd_unsealed();
   test_add_max_memory_regions(nrMemslots);
   test_move_memory_region();
   test_readonly_memory_region();

@@ -6,6 +6,7 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import { StringDecoder } from 'node:string_decoder';
+import { dieWithParent } from '../../proto/os';
 import { killGroup } from '../run_kselftest';
 import { Campaign, CampaignResult, emptyResult } from './campaign';
 import { CampaignRun } from './cli';
@@ -105,6 +106,8 @@ function report(r: Report): void {
 
 /** The child: find the campaign, run it, report, exit (any kernel-model it left dies with it). */
 async function child(argv: string[]): Promise<never> {
+  // Its own process group keeps the runner's Ctrl-C from reaching it: die with the runner instead.
+  dieWithParent();
   const [name, iterations, seed] = argv;
   const campaign = CAMPAIGNS.find((c) => c.name === name);
   try {
