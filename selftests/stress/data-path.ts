@@ -81,7 +81,7 @@ export class KernelModel {
 
   /** After a hang: the kernel-model may be wedged; end it (not counted as an exit) and start a new one. */
   replace(): void {
-    process.kill(this.kvm.pid, 'SIGKILL');
+    if (processAlive(this.kvm.pid)) process.kill(this.kvm.pid, 'SIGKILL');
     this.restart();
   }
 
