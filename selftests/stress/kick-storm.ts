@@ -18,7 +18,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { Campaign, CampaignOptions, CampaignResult, emptyResult } from './campaign';
-import { compareLog, countComparison, deviceTaskGone, example, KernelModel, processAlive, waitRun } from './data-path';
+import { compareLog, countComparison, deviceTaskGone, example, KernelModel, waitRun } from './data-path';
 import { LOGGING_DEVICE } from './device-kill';
 import {
   kick_storm_guest, KS_HALT, KS_POSTED, KS_READ, KS_STATE_BYTES, KS_SYNC, KS_SYNC_OFFSET,
@@ -223,6 +223,7 @@ async function round(km: KernelModel, rng: Rng, index: number, accesses: number,
     const status = await task.exited;
     if (!failure && status.code !== 0) failure = new StormError(`the device task ended with ${status.code ?? status.signal}`);
   }
+  if (km.gone()) return;
   if (failure?.hang) {
     result.hangs++;
     example(result, `${at}: ${failure.message}`);
@@ -230,10 +231,8 @@ async function round(km: KernelModel, rng: Rng, index: number, accesses: number,
     return;
   }
   if (failure) {
-    if (processAlive(km.kvm.pid)) {
-      result.undefinedErrnos++;
-      example(result, `${at}: ${failure.message}`);
-    }
+    result.undefinedErrnos++;
+    example(result, `${at}: ${failure.message}`);
     return;
   }
   result.figures.accesses += programs.reduce((n, p) => n + p.filter((op) => op.kind !== KS_HALT).length, 0);
@@ -272,8 +271,7 @@ export const kickStorm: Campaign = {
         const accesses = Math.min(left, ROUND_ACCESSES);
         left -= accesses;
         const at = `seed ${options.seed} round ${i}`;
-        await round(km, rng, i, accesses, at, result);
-        await km.afterRound(at);
+        await km.round(result, at, () => round(km, rng, i, accesses, at, result));
         result.rounds++;
         options.progress(`kick-storm: ${options.iterations - left}/${options.iterations} accesses, ${result.figures.kicks} kicks, ` +
           `${result.hangs} hangs, ${result.lostWrites + result.duplicatedWrites + result.reorderedWrites} bad writes`);
