@@ -312,6 +312,7 @@ async function round(km: KernelModel, r: Round, at: string, result: CampaignResu
     play(rig, r);
     result.figures[`case_${r.kase}`] = (result.figures[`case_${r.kase}`] ?? 0) + 1;
   } catch (e) {
+    if (km.gone()) return;
     hung = e instanceof Hang;
     if (hung) result.hangs++;
     else result.undefinedErrnos++;
@@ -336,8 +337,7 @@ export const badReplies: Campaign = {
       for (let i = 0; i < options.iterations; i++) {
         const r = chooseRound(rng);
         const at = `seed ${options.seed} round ${i} (${describe(r)})`;
-        await round(km, r, at, result);
-        await km.afterRound(at);
+        await km.round(result, at, () => round(km, r, at, result));
         result.rounds++;
         if ((i + 1) % 50 === 0 || i + 1 === options.iterations) {
           options.progress(`bad-replies: ${i + 1}/${options.iterations} rounds, ${result.hangs} hangs, ${result.undefinedErrnos} undefined outcomes`);

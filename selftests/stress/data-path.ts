@@ -67,9 +67,29 @@ export class KernelModel {
     this.kvm = Kvm.open();
   }
 
-  /** After a round (its VMs freed): count an exit, or wait for the fds to settle and take the baseline. */
-  async afterRound(round: string): Promise<void> {
-    if (!processAlive(this.kvm.pid)) {
+  /** The kernel-model died (what failed in the round is then its exit, counted by afterRound, not an undefined outcome). */
+  gone(): boolean {
+    return !processAlive(this.kvm.pid);
+  }
+
+  /**
+   * Run one round: an error it throws is an undefined outcome unless the kernel-model died; then
+   * count an exit, or wait for the fds to settle (taking the baseline after the first round).
+   */
+  async round(result: CampaignResult, round: string, play: () => Promise<void>): Promise<void> {
+    try {
+      await play();
+    } catch (e) {
+      if (!this.gone()) {
+        result.undefinedErrnos++;
+        example(result, `${round}: error: ${(e as Error).message}`);
+      }
+    }
+    await this.afterRound(round);
+  }
+
+  private async afterRound(round: string): Promise<void> {
+    if (this.gone()) {
       this.result.kernelModelExits++;
       example(this.result, `${round}: the kernel-model (pid ${this.kvm.pid}) exited`);
       this.restart();
@@ -81,7 +101,7 @@ export class KernelModel {
 
   /** After a hang: the kernel-model may be wedged; end it (not counted as an exit) and start a new one. */
   replace(): void {
-    process.kill(this.kvm.pid, 'SIGKILL');
+    if (!this.gone()) process.kill(this.kvm.pid, 'SIGKILL');
     this.restart();
   }
 
@@ -110,7 +130,7 @@ export class KernelModel {
 
   /** Compare the fd count with the baseline, then close the system fd and wait for the exit. */
   async finish(): Promise<void> {
-    if (processAlive(this.kvm.pid) && this.baseline >= 0) {
+    if (!this.gone() && this.baseline >= 0) {
       const n = await this.settledFds();
       this.result.figures.kernel_model_fds_baseline = this.baseline;
       this.result.figures.kernel_model_fds_end = n;

@@ -130,13 +130,14 @@ async function round(km: KernelModel, r: Round, at: string, result: CampaignResu
     vm.close();
   }
   if (task) await deviceTaskGone(task, result, at);
-  if (outcome === 'hang') {
+  if (outcome === 'hang' && !km.gone()) {
     result.hangs++;
     example(result, `${at}: KVM_RUN did not return within ${ROUND_MS} ms`);
     km.replace();
     return;
   }
   if (outcome !== 'done') {
+    if (km.gone()) return;
     result.undefinedErrnos++;
     example(result, `${at}: ${outcome}`);
     return;
@@ -180,8 +181,7 @@ export const deviceKill: Campaign = {
       for (let i = 0; i < options.iterations; i++) {
         const r = chooseRound(rng);
         const at = `seed ${options.seed} round ${i} (${describe(r)})`;
-        await round(km, r, at, result);
-        await km.afterRound(at);
+        await km.round(result, at, () => round(km, r, at, result));
         result.rounds++;
         if ((i + 1) % 10 === 0 || i + 1 === options.iterations) {
           options.progress(`device-kill: ${i + 1}/${options.iterations} kills, ${result.hangs} hangs, ${result.undefinedErrnos} undefined outcomes`);
