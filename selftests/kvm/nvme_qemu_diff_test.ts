@@ -75,79 +75,79 @@ export const EXCLUDED: readonly { what: string; why: string }[] = [
 export const QEMU_DEVIATIONS: readonly { test: string; key: string; spec: string; qemu: string; what: string }[] = [
   {
     test: 'Get and Set Features: Number of Queues, Interrupt Coalescing, Volatile Write Cache, Arbitration',
-    key: 'Get Features Volatile Write Cache SEL 1', spec: '1.4 \u00a75.9 Get Features, SEL 001b (default)',
+    key: 'Get Features Volatile Write Cache SEL 1', spec: '1.4 §5.13 Get Features, SEL 001b (default)',
     qemu: 'SCT 0 SC 0x0 CRD 0 M 0 DNR 0 CID 12 SQID 0 SQHD 12 DW0 0x0 DW1 0x0',
     what: 'reports the default of Volatile Write Cache as 0 (disabled) while the cache is enabled after every reset, with nothing saved',
   },
   {
     test: 'Get and Set Features: Number of Queues, Interrupt Coalescing, Volatile Write Cache, Arbitration',
-    key: 'Get Features Arbitration SEL 4', spec: '1.4 \u00a75.9 Get Features, SEL 100b-111b reserved',
+    key: 'Get Features Arbitration SEL 4', spec: '1.4 §5.13 Get Features, SEL 100b-111b reserved',
     qemu: 'SCT 0 SC 0x0 CRD 0 M 0 DNR 0 CID 29 SQID 0 SQHD 29 DW0 0x7 DW1 0x0',
     what: 'takes a reserved SEL value as "current" and succeeds (ours: Invalid Field in Command)',
   },
   {
     test: 'Get Log Page: Error Information, SMART / Health, Firmware Slot',
-    key: 'Get Log Page SMART / Health, NSID 0', spec: '1.4 \u00a75.14 Get Log Page, NSID of a controller-wide log',
+    key: 'Get Log Page SMART / Health, NSID 0', spec: '1.4 §5.14 Get Log Page, NSID of a controller-wide log',
     qemu: 'SCT 0 SC 0xb CRD 0 M 0 DNR 1 CID 6 SQID 0 SQHD 6 DW0 0x0 DW1 0x0',
     what: 'answers Invalid Namespace or Format for NSID 0 of the controller-wide SMART log (ours: the log, as for FFFFFFFFh)',
   },
   {
     test: 'Get Log Page: Error Information, SMART / Health, Firmware Slot',
-    key: 'Get Log Page unknown log 0x42', spec: '1.4 \u00a75.14.2 Get Log Page status values: Invalid Log Page',
+    key: 'Get Log Page unknown log 0x42', spec: '1.4 §5.14 Get Log Page, command completion: Invalid Log Page',
     qemu: 'SCT 0 SC 0x2 CRD 0 M 0 DNR 1 CID 9 SQID 0 SQHD 9 DW0 0x0 DW1 0x0',
     what: 'answers Invalid Field in Command for a reserved log identifier instead of Invalid Log Page',
   },
   {
     test: 'Get Log Page: Error Information, SMART / Health, Firmware Slot',
-    key: 'Get Log Page unknown log 0xc0 (vendor)', spec: '1.4 \u00a75.14.2 Get Log Page status values: Invalid Log Page',
+    key: 'Get Log Page unknown log 0xc0 (vendor)', spec: '1.4 §5.14 Get Log Page, command completion: Invalid Log Page',
     qemu: 'SCT 0 SC 0x2 CRD 0 M 0 DNR 1 CID 10 SQID 0 SQHD 10 DW0 0x0 DW1 0x0',
     what: 'the same for an unsupported vendor-specific log identifier',
   },
   {
     test: 'Create and Delete I/O SQ and CQ, with every invalid case',
-    key: 'Delete I/O CQ 0', spec: '1.4 \u00a75.5 Delete I/O Completion Queue status values',
+    key: 'Delete I/O CQ 0', spec: '1.4 §5.5 Delete I/O Completion Queue status values',
     qemu: 'SCT 1 SC 0x0 CRD 0 M 0 DNR 1 CID 25 SQID 0 SQHD 25 DW0 0x0 DW1 0x0',
     what: 'answers Completion Queue Invalid (a Create I/O SQ status) for QID 0 instead of Invalid Queue Identifier',
   },
   {
     test: 'Create and Delete I/O SQ and CQ, with every invalid case',
-    key: 'Delete I/O CQ 3 (does not exist)', spec: '1.4 \u00a75.5 Delete I/O Completion Queue status values',
+    key: 'Delete I/O CQ 3 (does not exist)', spec: '1.4 §5.5 Delete I/O Completion Queue status values',
     qemu: 'SCT 1 SC 0x0 CRD 0 M 0 DNR 1 CID 27 SQID 0 SQHD 27 DW0 0x0 DW1 0x0',
     what: 'the same for a CQ that does not exist',
   },
   {
     test: 'PRP and transfer errors: MDTS exceeded, bad offsets, DMA outside guest RAM',
-    key: 'Read of 12 KiB with a PRP list pointer not qword aligned', spec: '1.4 \u00a74.3 Physical Region Page entry and list (a PRP list pointer is qword aligned)',
+    key: 'Read of 12 KiB with a PRP list pointer not qword aligned', spec: '1.4 §4.3 Physical Region Page entry and list (a PRP list pointer is qword aligned)',
     qemu: 'SCT 0 SC 0x0 CRD 0 M 0 DNR 0 CID 5 SQID 1 SQHD 5 DW0 0x0 DW1 0x0',
     what: 'reads the list from the misaligned address and transfers (ours: PRP Offset Invalid)',
   },
   {
     test: 'PRP and transfer errors: MDTS exceeded, bad offsets, DMA outside guest RAM',
-    key: 'Read of 4 KiB into memory outside guest RAM', spec: '1.4 \u00a74.6.1.2.1 generic status: Data Transfer Error',
+    key: 'Read of 4 KiB into memory outside guest RAM', spec: '1.4 §4.6.1.2.1 generic command status: Data Transfer Error',
     qemu: 'SCT 0 SC 0x0 CRD 0 M 0 DNR 0 CID 7 SQID 1 SQHD 7 DW0 0x0 DW1 0x0',
     what: 'completes with success; in its x-remote process a DMA to an address no memory backs is dropped without an error',
   },
   {
     test: 'PRP and transfer errors: MDTS exceeded, bad offsets, DMA outside guest RAM',
-    key: 'Write of 4 KiB from memory outside guest RAM', spec: '1.4 \u00a74.6.1.2.1 generic status: Data Transfer Error',
+    key: 'Write of 4 KiB from memory outside guest RAM', spec: '1.4 §4.6.1.2.1 generic command status: Data Transfer Error',
     qemu: 'SCT 0 SC 0x0 CRD 0 M 0 DNR 0 CID 8 SQID 1 SQHD 8 DW0 0x0 DW1 0x0',
     what: 'completes with success and writes whatever the failed DMA left (the test writes those blocks again)',
   },
   {
     test: 'PRP and transfer errors: MDTS exceeded, bad offsets, DMA outside guest RAM',
-    key: 'Read of 8 KiB with PRP2 outside guest RAM', spec: '1.4 \u00a74.6.1.2.1 generic status: Data Transfer Error',
+    key: 'Read of 8 KiB with PRP2 outside guest RAM', spec: '1.4 §4.6.1.2.1 generic command status: Data Transfer Error',
     qemu: 'SCT 0 SC 0x0 CRD 0 M 0 DNR 0 CID 9 SQID 1 SQHD 9 DW0 0x0 DW1 0x0',
     what: 'completes with success',
   },
   {
     test: 'Flush, Write Zeroes, Dataset Management, LBA range and namespace errors',
-    key: 'Read with NSID FFFFFFFFh', spec: '1.4 \u00a76.1 namespace IDs: the broadcast value on a command that does not take it',
+    key: 'Read with NSID FFFFFFFFh', spec: '1.4 §6.1 namespace IDs: the broadcast value on a command that does not take it',
     qemu: 'SCT 0 SC 0x2 CRD 0 M 0 DNR 1 CID 17 SQID 1 SQHD 17 DW0 0x0 DW1 0x0',
     what: 'answers Invalid Field in Command (ours: Invalid Namespace or Format); 1.4 names no status for this case, so neither is wrong',
   },
   {
     test: 'Flush, Write Zeroes, Dataset Management, LBA range and namespace errors',
-    key: 'DSM deallocate, a range past the end', spec: '1.4 \u00a76.7 Dataset Management and the generic LBA Out of Range status',
+    key: 'DSM deallocate, a range past the end', spec: '1.4 Dataset Management command and the generic LBA Out of Range status',
     qemu: 'SCT 0 SC 0x0 CRD 0 M 0 DNR 0 CID 20 SQID 1 SQHD 20 DW0 0x0 DW1 0x0',
     what: 'skips the range past the end and succeeds (ours: LBA Out of Range, nothing deallocated)',
   },
@@ -556,12 +556,18 @@ const SEQUENCES: { name: string; run: (g: Ctx) => void }[] = [
       range(1, blocks - 4n, 8);
       io('DSM deallocate, a range past the end', { opcode: nvme_cmd.dsm, nsid: 1, prp1: ranges, cdw10: 1, cdw11: 4 });
       io('DSM with NSID 0x1000', { opcode: nvme_cmd.dsm, nsid: 0x1000, prp1: ranges, cdw10: 0, cdw11: 4 });
+      // A range list across a page boundary: its first range ends PRP1's page, the second is at PRP2.
+      const second = g.arena.alloc(4096);
+      range(255, 500n, 8);
+      new DataView(guest_ram(second, 16).buffer, guest_ram(second, 16).byteOffset, 16).setUint32(4, 8, true);
+      new DataView(guest_ram(second, 16).buffer, guest_ram(second, 16).byteOffset, 16).setBigUint64(8, 600n, true);
+      io('DSM deallocate, range list across a page (PRP1 at offset 0xff0, PRP2)', { opcode: nvme_cmd.dsm, nsid: 1, prp1: ranges + 0xff0n, prp2: second, cdw10: 1, cdw11: 4 });
       io('Write with FUA', nvme_rw(nvme_cmd.write, 1, 400n, 8, { prp1: buf, prp2: 0n }, 1 << 30));
       rd('8 blocks at 400 after the FUA write', 400n, 8);
       // What deallocated blocks hold is each controller's own (QEMU's raw image ignores discards):
       // write them again so the images can be compared.
       fill(guest_ram(buf, 8192), 11);
-      for (const slba of [200n, 300n]) io(`Write over the deallocated blocks at ${slba}`, nvme_rw(nvme_cmd.write, 1, slba, 8, { prp1: buf, prp2: 0n }));
+      for (const slba of [200n, 300n, 500n, 600n]) io(`Write over the deallocated blocks at ${slba}`, nvme_rw(nvme_cmd.write, 1, slba, 8, { prp1: buf, prp2: 0n }));
       g.rec('queue state', cqCursor(sq));
       ctrl.deletePair(sq);
     },
