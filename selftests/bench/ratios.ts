@@ -55,4 +55,10 @@ export const RATIOS: RatioSpec[] = [
   { num: 'nvme_randread_qd32_ioregionfd_irqs', den: 'nvme_randread_qd32_ioregionfd' },
   { num: 'nvme_randread_qd32_ioeventfd_irqs', den: 'nvme_randread_qd32_ioeventfd' },
   { num: 'nvme_randread_qd32_exit_irqs', den: 'nvme_randread_qd32_exit' },
+  // QEMU's nvme behind the qemu-remote bridge against our nvme task, same driver in INTx mode
+  // (nvme_qemu_perf_test): what the extra hop and the resampled INTx line cost.
+  { num: 'nvme_randread_qd1_qemu', den: 'nvme_randread_qd1_intx_ref' },
+  { num: 'nvme_randread_qd32_qemu', den: 'nvme_randread_qd32_intx_ref' },
+  { num: 'nvme_randread_qd1_qemu_p50', den: 'nvme_randread_qd1_intx_ref_p50' },
+  { num: 'nvme_randread_qd1_qemu_irqs', den: 'nvme_randread_qd1_qemu' },
 ];

@@ -21,18 +21,19 @@ import { KVM_CAP_IOEVENTFD, KVM_CAP_IOREGIONFD, KVM_CAP_IRQFD } from '../../prot
 import { ksft_finished, ksft_print_header, ksft_print_msg, ksft_set_plan } from '../kselftest';
 import { GUEST_DONE, GUEST_SYNC_ARGS, guest_ram, hlt } from './lib/guest';
 import { vm_create_irqchip } from './lib/irq';
-import { addr_gpa2hva, kvm_has_cap, kvm_vm_free, KvmVcpu, vcpu_args_set, vm_alloc, vm_create, vm_vcpu_add } from './lib/kvm_util';
+import { ExitStatus } from './lib/device_task';
+import { addr_gpa2hva, kvm_has_cap, kvm_vm_free, KvmVcpu, KvmVm, vcpu_args_set, vm_alloc, vm_create, vm_vcpu_add } from './lib/kvm_util';
 import { nvme_cmd, nvme_rw, NvmeController, NvmeDmaArena } from './lib/nvme';
-import { NvmeDoorbellPath, nvme_vmm_start, NvmeVmm } from './lib/nvme_vmm';
+import { NvmeDoorbellPath, nvme_vmm_start } from './lib/nvme_vmm';
 import {
   now_ns, PerfCase, PerfOptions, perf_guest_next, perf_ops, perf_options, perf_report, perf_run_interleaved, perf_selected,
   perf_summarize, PerfUnit,
 } from './lib/perf';
 import { TEST_ASSERT, TEST_REQUIRE } from './lib/test_util';
 
-const IMAGE_BYTES = 256 << 20;
+export const IMAGE_BYTES = 256 << 20;
 const IO_BYTES = 4096;
-const GSI_BASE = 8;
+export const GSI_BASE = 8;
 const ARENA_SIZE = 1 << 20;
 const QUEUE_ENTRIES = 128;
 const PATHS: NvmeDoorbellPath[] = ['ioregionfd', 'ioeventfd', 'exit'];
@@ -40,20 +41,23 @@ const OPS = { 1: 2000, 32: 10000 } as const;
 const FLOOR_OPS = 20000;
 
 /** Guest <-> host block: config from the host, per-round extras from the guest (f64 each). */
-const CFG = { write: 0, qd: 1, shadow: 2, warmup: 3, ops: 4, reps: 5, seed: 6 } as const;
+const CFG = { write: 0, qd: 1, shadow: 2, warmup: 3, ops: 4, reps: 5, seed: 6, intx: 7 } as const;
 const OUT = { p50: 8, p99: 9, doorbells: 10, irqs: 11 } as const;
 const BLOCK_WORDS = 16;
 
 /**
- * The guest: probe, one I/O queue pair on vector 1, shadow doorbells if asked, then rounds of random
- * 4 KiB I/O keeping `qd` commands in flight: a completion (reaped by the interrupt handler) frees a
- * slot, which the main loop refills at once, ringing per command as fio with iodepth_batch 1 does.
+ * The guest: probe, one I/O queue pair on vector 1 (or, with `intx`, every CQ on one interrupt line,
+ * as a controller behind an INTx pin has it), shadow doorbells if asked, then rounds of random 4 KiB
+ * I/O keeping `qd` commands in flight: a completion (reaped by the interrupt handler) frees a slot,
+ * which the main loop refills at once, ringing per command as fio with iodepth_batch 1 does.
  */
 export function nvme_bench_guest(bar0: bigint, arenaBase: bigint, arenaSize: bigint, gsiBase: bigint, block: bigint): void {
   const io = guest_ram(block, BLOCK_WORDS * 8);
   const b = new Float64Array(io.buffer, io.byteOffset, BLOCK_WORDS);
   const arena = new NvmeDmaArena(arenaBase, Number(arenaSize));
-  const ctrl = NvmeController.probe({ bar0, arena, interrupts: 'msix', gsiBase: Number(gsiBase) });
+  const intx = b[CFG.intx] === 1;
+  const ctrl = NvmeController.probe({ bar0, arena, interrupts: intx ? 'intx' : 'msix', gsiBase: Number(gsiBase) });
+  const irqVector = intx ? 0 : 1;
   const ns = ctrl.identifyNamespace(1);
   if (typeof ns === 'number') throw new Error(`Identify Namespace: status ${ns}`);
   const sq = ctrl.createPair(1, QUEUE_ENTRIES, { vector: 1 });
@@ -91,7 +95,7 @@ export function nvme_bench_guest(bar0: bigint, arenaBase: bigint, arenaSize: big
     const n = r === 0 ? b[CFG.warmup] : b[CFG.ops];
     const lat = new Float64Array(n);
     const db0 = ctrl.stats.sqDoorbells + ctrl.stats.cqDoorbells;
-    const irq0 = ctrl.interrupts[1] ?? 0;
+    const irq0 = ctrl.interrupts[irqVector] ?? 0;
     let submitted = 0;
     let done = 0;
     const t0 = process.hrtime.bigint();
@@ -117,7 +121,7 @@ export function nvme_bench_guest(bar0: bigint, arenaBase: bigint, arenaSize: big
     b[OUT.p50] = lat[Math.floor(0.5 * (n - 1))] * 1e6;
     b[OUT.p99] = lat[Math.floor(0.99 * (n - 1))] * 1e6;
     b[OUT.doorbells] = ctrl.stats.sqDoorbells + ctrl.stats.cqDoorbells - db0;
-    b[OUT.irqs] = (ctrl.interrupts[1] ?? 0) - irq0;
+    b[OUT.irqs] = (ctrl.interrupts[irqVector] ?? 0) - irq0;
     GUEST_SYNC_ARGS(r, n, t0, t1);
   }
   ctrl.shutdown();
@@ -125,7 +129,7 @@ export function nvme_bench_guest(bar0: bigint, arenaBase: bigint, arenaSize: big
 }
 
 /** Per-round extras of one workload, reported as their own cases after the interleaved run. */
-interface Extras {
+export interface Extras {
   name: string;
   p50: number[];
   p99: number[];
@@ -136,34 +140,52 @@ interface Extras {
 
 const GUEST_TIMED = 'the guest (hrtime around its I/O loop in the vCPU thread; latency per I/O from submission to the completion seen by its interrupt handler)';
 
-function workload(o: PerfOptions, image: string, p: NvmeDoorbellPath, write: boolean, qd: 1 | 32, extras: Extras): PerfCase {
+/** What a workload runs on: BAR0 where the guest finds it, the exits the VMM completes, how to stop it. */
+export interface BenchDevice {
+  bar0: bigint;
+  handleExit?(vcpu: KvmVcpu): boolean;
+  /** After kvm_vm_free: wait for the device task to exit. */
+  stop(): Promise<ExitStatus>;
+}
+
+export interface WorkloadSpec {
+  write: boolean;
+  qd: 1 | 32;
+  /** The driver's interrupt mode: every CQ on vector 0 (one line) instead of one vector per CQ. */
+  intx: boolean;
+  shadow: boolean;
+  seed: number;
+  /** What the device and its path are, for the report. */
+  note: string;
+  /** Start the device for `vm` (which has an irqchip): its interrupt vector 0 raises GSI_BASE. */
+  start(vm: KvmVm): BenchDevice;
+}
+
+/** One case: a VM whose guest runs nvme_bench_guest against the device `w.start` gives it. */
+export function nvme_workload(o: PerfOptions, w: WorkloadSpec, extras: Extras): PerfCase {
   const name = extras.name;
-  const ops = perf_ops(o, OPS[qd], qd === 1 ? 50 : 200);
-  const warmup = Math.max(qd, Math.round(ops / 10));
+  const ops = perf_ops(o, OPS[w.qd], w.qd === 1 ? 50 : 200);
+  const warmup = Math.max(w.qd, Math.round(ops / 10));
   const vm = vm_create(ARENA_SIZE);
   vm_create_irqchip(vm);
   const vcpu = vm_vcpu_add(vm, 0, nvme_bench_guest);
   const arena = vm_alloc(vm, ARENA_SIZE, 4096);
   const block = vm_alloc(vm, BLOCK_WORDS * 8, 64);
-  const vmm: NvmeVmm = nvme_vmm_start({ vm, path: p, config: { image, queues: 2, queue_entries: QUEUE_ENTRIES }, vectors: 2, gsiBase: GSI_BASE, ioQueues: 1 });
+  const dev = w.start(vm);
   const bytes = addr_gpa2hva(vm, block, BLOCK_WORDS * 8);
   const b = new Float64Array(bytes.buffer, bytes.byteOffset, BLOCK_WORDS);
-  b[CFG.write] = write ? 1 : 0;
-  b[CFG.qd] = qd;
-  b[CFG.shadow] = p === 'ioeventfd' ? 1 : 0;
+  b[CFG.write] = w.write ? 1 : 0;
+  b[CFG.qd] = w.qd;
+  b[CFG.shadow] = w.shadow ? 1 : 0;
   b[CFG.warmup] = warmup;
   b[CFG.ops] = ops;
   b[CFG.reps] = o.reps;
-  b[CFG.seed] = 0x1234 + qd * 7 + (write ? 1 : 0) + PATHS.indexOf(p) * 101;
-  vcpu_args_set(vcpu, vmm.bar0, arena, ARENA_SIZE, GSI_BASE, block);
-  const onExit = (v: KvmVcpu) => vmm.handleExit(v);
-  const note = {
-    ioregionfd: 'doorbells as posted ioregionfd writes, registers as a synchronous ioregion, no shadow doorbells',
-    ioeventfd: 'I/O doorbells as KVM_IOEVENTFDs read from the shadow doorbell page (Doorbell Buffer Config, EventIdx)',
-    exit: 'every BAR0 access is a KVM_EXIT_MMIO this VMM forwards to the device task (doorbells posted), then KVM_RUN',
-  }[p];
+  b[CFG.seed] = w.seed;
+  b[CFG.intx] = w.intx ? 1 : 0;
+  vcpu_args_set(vcpu, dev.bar0, arena, ARENA_SIZE, GSI_BASE, block);
+  const onExit = (v: KvmVcpu) => dev.handleExit?.(v) ?? false;
   return {
-    name, unit: 'ops/s', timing: GUEST_TIMED, note: `${note}; ${write ? 'writes' : 'reads'} of 4 KiB at random 4 KiB-aligned offsets of a 256 MiB image, QD ${qd}`,
+    name, unit: 'ops/s', timing: GUEST_TIMED, note: `${w.note}; ${w.write ? 'writes' : 'reads'} of 4 KiB at random 4 KiB-aligned offsets of a 256 MiB image, QD ${w.qd}`,
     round(r) {
       const g = perf_guest_next(vcpu, onExit);
       TEST_ASSERT(g !== undefined && g.round === r, `${name}: the guest reported round ${g?.round}, expected ${r}`);
@@ -180,10 +202,24 @@ function workload(o: PerfOptions, image: string, p: NvmeDoorbellPath, write: boo
     async finish() {
       TEST_ASSERT(perf_guest_next(vcpu, onExit) === undefined, `${name}: the guest did not finish`);
       kvm_vm_free(vm);
-      const st = await vmm.stop();
+      const st = await dev.stop();
       TEST_ASSERT(st.code === 0, `${name}: the device task exited with ${st.code ?? st.signal}`);
     },
   };
+}
+
+/** Our nvme device task on `image`, its doorbells by path `p`. */
+function workload(o: PerfOptions, image: string, p: NvmeDoorbellPath, write: boolean, qd: 1 | 32, extras: Extras): PerfCase {
+  const note = {
+    ioregionfd: 'doorbells as posted ioregionfd writes, registers as a synchronous ioregion, no shadow doorbells',
+    ioeventfd: 'I/O doorbells as KVM_IOEVENTFDs read from the shadow doorbell page (Doorbell Buffer Config, EventIdx)',
+    exit: 'every BAR0 access is a KVM_EXIT_MMIO this VMM forwards to the device task (doorbells posted), then KVM_RUN',
+  }[p];
+  return nvme_workload(o, {
+    write, qd, intx: false, shadow: p === 'ioeventfd', note,
+    seed: 0x1234 + qd * 7 + (write ? 1 : 0) + PATHS.indexOf(p) * 101,
+    start: (vm) => nvme_vmm_start({ vm, path: p, config: { image, queues: 2, queue_entries: QUEUE_ENTRIES }, vectors: 2, gsiBase: GSI_BASE, ioQueues: 1 }),
+  }, extras);
 }
 
 /** The floor: FileStore (the device's own I/O code) doing 4 KiB random preads or pwrites on the image. */
@@ -216,7 +252,8 @@ function floor(o: PerfOptions, image: string, write: boolean, name: string): Per
   };
 }
 
-function report(e: Extras): void {
+/** The per-round extras of a workload as their own cases: p50, p99, doorbells and interrupts per second. */
+export function report(e: Extras): void {
   const reps = e.ns.map((ns, i) => ({ i, ns }));
   const us = (v: number[], what: string, suffix: string) =>
     perf_report({ ...perf_summarize(`${e.name}_${suffix}`, 'us', reps.map(({ i }) => ({ ops: 1, ns: v[i] })), GUEST_TIMED), note: what });

@@ -66,7 +66,9 @@ function createCq(c: NvmeController, cmd: Command): number {
   // CAP.CQR: only physically contiguous queues.
   if (!contiguous) return INVALID_FIELD;
   if (c.ioEntrySizes.cq !== CQE_SHIFT) return INVALID_FIELD;
-  if (ien && vector >= c.vectors) return SC.INVALID_VECTOR | DNR;
+  // IV must name a vector the controller has whether or not IEN is set (NVMe 1.4 §5.3, CDW11.IV);
+  // with pin-based interrupts only vector 0 exists, and vector 0 (the admin CQ's) always does.
+  if (vector >= Math.max(c.vectors, 1)) return SC.INVALID_VECTOR | DNR;
   const mem = queueMemory(c, cmd.prp1, entries * CQE_SIZE);
   if (typeof mem === 'number') return mem;
   c.addCq(new CompletionQueue(qid, cmd.prp1, entries, ien, vector, mem));
@@ -104,7 +106,9 @@ function deleteCq(c: NvmeController, cmd: Command): number {
   const qid = cmd.cdw(10) & 0xffff;
   const cq = qid === 0 ? undefined : c.cqs[qid];
   if (!cq) return SC.INVALID_QID | DNR;
-  if (cq.sqs.size > 0) return SC.INVALID_QUEUE_DELETION | DNR;
+  // No DNR: the same command succeeds once the host has deleted those SQs (DNR means a retry is
+  // expected to fail).
+  if (cq.sqs.size > 0) return SC.INVALID_QUEUE_DELETION;
   c.deleteCq(cq);
   return SC.SUCCESS;
 }
@@ -158,7 +162,8 @@ function getLogPage(c: NvmeController, cmd: Command): number {
     default:
       return SC.INVALID_LOG_PAGE | DNR;
   }
-  if (offset % 4 !== 0 || offset > page.length || len > c.maxTransfer) return INVALID_FIELD;
+  // The offset must select a byte of the log: at or past its end there is nothing to return.
+  if (offset % 4 !== 0 || offset >= page.length || len > c.maxTransfer) return INVALID_FIELD;
   const status = c.toHost(cmd, page.subarray(offset), len);
   if (status === SC.SUCCESS && !retainEvent) c.logPageRead(lid);
   return status;

@@ -759,7 +759,8 @@ export class NvmeController implements DeviceModel {
 
   /** An Asynchronous Event Request: held until an event; AERL + 1 may be outstanding. */
   holdAer(cid: number): number {
-    if (this.aers.length > AERL) return SC.AER_LIMIT_EXCEEDED | DNR;
+    // No DNR: the same command succeeds once an outstanding AER has completed.
+    if (this.aers.length > AERL) return SC.AER_LIMIT_EXCEEDED;
     this.aers.push(cid);
     return HELD;
   }

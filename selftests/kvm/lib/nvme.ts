@@ -634,7 +634,9 @@ export class NvmeController {
   /** Create I/O CQ: returns the queue or the status. */
   createCq(qid: number, entries: number, opts: { ien?: boolean; vector?: number } = {}): NvmeCq | number {
     const ien = opts.ien ?? this.o.interrupts !== 'none';
-    const vector = this.o.interrupts === 'intx' ? 0 : opts.vector ?? qid;
+    // IV 0 without interrupts or with one line: the spec wants IV 0 for pin-based interrupts, and
+    // a controller may check IV even when IEN is 0 (QEMU's does).
+    const vector = this.o.interrupts === 'intx' || !ien ? 0 : opts.vector ?? qid;
     const gpa = this.o.arena.alloc(entries * 16, this.pageSize);
     const c = this.adminCmd({ opcode: nvme_admin.create_cq, prp1: gpa, cdw10: ((entries - 1) << 16) | qid, cdw11: (vector << 16) | (ien ? 2 : 0) | 1 });
     if (c.status !== 0) return c.status;
