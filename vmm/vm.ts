@@ -188,6 +188,8 @@ export class Vm {
    * guest memory a caller still has stay readable (stale) until they are garbage, never a crash.
    */
   close(): void {
+    // Idempotent: a second close must not close an fd number that has been reused since.
+    if (this.freed) return;
     for (const v of this.vcpus) v.close();
     this.vcpus.length = 0;
     for (const r of this.regions.values()) {

@@ -2,17 +2,18 @@
 // Python against the documented fd contract and the RFC wire layouts only, and serves a VM unchanged:
 // the kvm-unit-tests PIO scenario (out 0x11223344 at 0x1234, in at 0x1238 with 1/2/4 bytes gives
 // 0x44, 0x3344, 0x11223344), 8-byte MMIO, posted writes, and the v1/v2 layout, over a seqpacket, a
-// stream and a pipe channel. Skips when python3 is not installed.
+// stream and a pipe channel; and started with its fds named in argv, its log captured by the VMM.
+// Skips when python3 is not installed.
 
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { KVM_CAP_EMU_IOREGIONFD_WIRE, KVM_CAP_IOREGIONFD, KVM_IOREGION_PIO, KVM_IOREGION_POSTED_WRITES } from '../../proto/kvm-uapi';
-import { ksft_finished, ksft_print_header, ksft_set_plan, ksft_test_result } from '../kselftest';
+import { EXPECT, EXPECT_EQ, FIXTURE, TEST, TEST_STEPS, test_harness_run, TH_LOG } from '../kselftest_harness';
 import { GUEST_ASSERT_EQ, GUEST_DONE, GUEST_SYNC, inb, inl, inw, outl, readl, readq, writel, writeq } from './lib/guest';
 import { DeviceTask, spawn_device_task } from './lib/device_task';
 import { vm_ioregion_stats } from './lib/ioregionfd';
-import { KvmVcpu, kvm_has_cap, kvm_vm_free, vcpu_run, vm_create_with_one_vcpu, vm_enable_cap } from './lib/kvm_util';
+import { KvmVcpu, KvmVm, kvm_has_cap, kvm_vm_free, vcpu_run, vm_create_with_one_vcpu, vm_enable_cap } from './lib/kvm_util';
 import { get_ucall, REPORT_GUEST_ASSERT, UCALL_ABORT, UCALL_DONE, UCALL_SYNC } from './lib/ucall_common';
 import { TEST_ASSERT, TEST_REQUIRE } from './lib/test_util';
 
@@ -73,18 +74,23 @@ function run_to_ucall(vcpu: KvmVcpu): bigint {
   return uc.cmd;
 }
 
-async function stopped_cleanly(dev: DeviceTask): Promise<boolean> {
-  const status = await dev.stop();
+/** A VM running `code` with the Python device, and whether the test already freed the VM. */
+interface Rig {
+  vm: KvmVm;
+  vcpu: KvmVcpu;
+  dev: DeviceTask;
+  freed: boolean;
+}
+
+async function stopped_cleanly(s: Rig): Promise<boolean> {
+  kvm_vm_free(s.vm);
+  s.freed = true;
+  const status = await s.dev.stop();
   return status.code === 0 && status.signal === null;
 }
 
-async function main(): Promise<void> {
-  ksft_print_header();
-  TEST_REQUIRE(python3_available(), 'python3 (>= 3.5) in PATH, to run devices/echo_device.py');
-  TEST_REQUIRE(kvm_has_cap(KVM_CAP_IOREGIONFD), 'kvm_has_cap(KVM_CAP_IOREGIONFD)');
-  TEST_ASSERT(fs.existsSync(ECHO_DEVICE), `${ECHO_DEVICE} is missing`);
-  ksft_set_plan(7);
-
+/** PIO over seqpacket, MMIO over a stream socket, posted writes over pipes: one task, three channels. */
+const threeChannels = FIXTURE('three_channels', (): Rig => {
   const [vm, vcpu] = vm_create_with_one_vcpu(guest_code);
   const dev = spawn_device_task({
     command: ['python3', ECHO_DEVICE], vm, channels: ['seqpacket', 'stream', 'pipe'],
@@ -95,31 +101,69 @@ async function main(): Promise<void> {
     ],
   });
   dev.closeChannelFds();
+  return { vm, vcpu, dev, freed: false };
+}, release);
 
-  ksft_test_result(run_to_ucall(vcpu) === UCALL_SYNC, 'PIO over seqpacket: out 0x11223344 at 0x1234, in at 0x1238 gives 0x44, 0x3344, 0x11223344');
-  ksft_test_result(run_to_ucall(vcpu) === UCALL_SYNC, 'MMIO over a stream socket: 8-byte writeq/readq and a 4-byte write echo');
-  ksft_test_result(run_to_ucall(vcpu) === UCALL_DONE, 'posted writes over pipes: the device sent no response, the next read saw the last write');
-  const stats = vm_ioregion_stats(vm);
-  const pio = stats.find((s) => s.userData === 1n);
-  const mmio = stats.find((s) => s.userData === 2n);
-  const posted = stats.find((s) => s.userData === 3n);
-  ksft_test_result(pio?.reads === 3n && pio.writes === 1n && mmio?.reads === 2n && mmio.writes === 2n &&
-    posted?.postedWrites === 2n && posted.reads === 2n && stats.every((s) => s.failures === 0n),
-  `every access went to the device, none failed (pio ${pio?.reads}/${pio?.writes}, mmio ${mmio?.reads}/${mmio?.writes}, posted ${posted?.postedWrites}/${posted?.reads})`);
-  kvm_vm_free(vm);
-  ksft_test_result(await stopped_cleanly(dev), 'the Python task exits 0 after kvm_vm_free and stop');
-
-  const [vm1, vcpu1] = vm_create_with_one_vcpu(guest_code_v1);
-  vm_enable_cap(vm1, KVM_CAP_EMU_IOREGIONFD_WIRE, 1n);
-  const dev1 = spawn_device_task({
-    command: ['python3', ECHO_DEVICE], vm: vm1, layout: 'v1',
-    regions: [{ guest_paddr: BigInt(PORT), memory_size: 8n, flags: KVM_IOREGION_PIO }],
-  });
-  dev1.closeChannelFds();
-  ksft_test_result(run_to_ucall(vcpu1) === UCALL_DONE, 'with "layout": "v1" the same device speaks the v1/v2 info-word layout');
-  kvm_vm_free(vm1);
-  ksft_test_result(await stopped_cleanly(dev1), 'the v1 task exits 0 too');
-  ksft_finished();
+async function release(s: Rig): Promise<void> {
+  if (!s.freed) kvm_vm_free(s.vm);
+  await s.dev.stop();
 }
 
-if (require.main === module) void main();
+TEST_STEPS(threeChannels, [
+  ['PIO over seqpacket: out 0x11223344 at 0x1234, in at 0x1238 gives 0x44, 0x3344, 0x11223344', ({ vcpu }) => run_to_ucall(vcpu) === UCALL_SYNC],
+  ['MMIO over a stream socket: 8-byte writeq/readq and a 4-byte write echo', ({ vcpu }) => run_to_ucall(vcpu) === UCALL_SYNC],
+  ['posted writes over pipes: the device sent no response, the next read saw the last write', ({ vcpu }) => run_to_ucall(vcpu) === UCALL_DONE],
+  ['every access went to the device, none failed', ({ vm }) => {
+    const stats = vm_ioregion_stats(vm);
+    const pio = stats.find((s) => s.userData === 1n);
+    const mmio = stats.find((s) => s.userData === 2n);
+    const posted = stats.find((s) => s.userData === 3n);
+    TH_LOG(`reads/writes: pio ${pio?.reads}/${pio?.writes}, mmio ${mmio?.reads}/${mmio?.writes}, posted ${posted?.postedWrites}/${posted?.reads}`);
+    return pio?.reads === 3n && pio.writes === 1n && mmio?.reads === 2n && mmio.writes === 2n &&
+      posted?.postedWrites === 2n && posted.reads === 2n && stats.every((s) => s.failures === 0n);
+  }],
+  ['the Python task exits 0 after kvm_vm_free and stop', stopped_cleanly],
+]);
+
+/** The same device, told "layout": "v1", on a VM that speaks the v1/v2 layout. */
+const v1 = FIXTURE('v1_layout', (): Rig => {
+  const [vm, vcpu] = vm_create_with_one_vcpu(guest_code_v1);
+  vm_enable_cap(vm, KVM_CAP_EMU_IOREGIONFD_WIRE, 1n);
+  const dev = spawn_device_task({
+    command: ['python3', ECHO_DEVICE], vm, layout: 'v1',
+    regions: [{ guest_paddr: BigInt(PORT), memory_size: 8n, flags: KVM_IOREGION_PIO }],
+  });
+  dev.closeChannelFds();
+  return { vm, vcpu, dev, freed: false };
+}, release);
+
+TEST_STEPS(v1, [
+  ['with "layout": "v1" the same device speaks the v1/v2 info-word layout', ({ vcpu }) => run_to_ucall(vcpu) === UCALL_DONE],
+  ['the v1 task exits 0 too', stopped_cleanly],
+]);
+
+// A C or Python author's view: fd numbers in argv instead of parsing the manifest, and the device's
+// log captured by the VMM. A shell wrapper logs the fd it was given, then execs the Python device.
+TEST('argv fd placeholders and captured stderr: the task is told its cmd_fd in argv and its log reaches the VMM', async () => {
+  const [vm, vcpu] = vm_create_with_one_vcpu(guest_code_v1);
+  const dev = spawn_device_task({
+    command: ['/bin/sh', '-c', 'echo "cmd_fd=$1" >&2; exec python3 "$0"', ECHO_DEVICE, '{cmd_fd:0}'], vm, output: 'capture',
+    regions: [{ guest_paddr: BigInt(PORT), memory_size: 8n, flags: KVM_IOREGION_PIO }],
+  });
+  dev.closeChannelFds();
+  const s = { vm, vcpu, dev, freed: false };
+  try {
+    EXPECT(run_to_ucall(vcpu) === UCALL_DONE, 'the guest to finish through the device');
+    EXPECT(await stopped_cleanly(s), 'the task to exit 0');
+    EXPECT_EQ(dev.output().stderr, `cmd_fd=${dev.manifest.channels[0].cmd_fd}\n`, 'the captured stderr');
+  } finally {
+    await release(s);
+  }
+});
+
+if (require.main === module) {
+  TEST_REQUIRE(python3_available(), 'python3 (>= 3.5) in PATH, to run devices/echo_device.py');
+  TEST_REQUIRE(kvm_has_cap(KVM_CAP_IOREGIONFD), 'kvm_has_cap(KVM_CAP_IOREGIONFD)');
+  TEST_ASSERT(fs.existsSync(ECHO_DEVICE), `${ECHO_DEVICE} is missing`);
+  void test_harness_run();
+}

@@ -7,15 +7,13 @@
 // answer into guest memory and raises an irqfd, the guest's handler sees the answer. No VMM involved.
 
 import { IoctlResult } from '../../proto/control';
-import { EBADF, EBUSY, EEXIST, EINTR, EINVAL, ENXIO, errnoName } from '../../proto/errno';
+import { EBADF, EBUSY, EEXIST, EINTR, EINVAL, ENXIO } from '../../proto/errno';
 import {
   KVM_CAP_IRQCHIP, KVM_CAP_IRQFD, KVM_CAP_IRQFD_RESAMPLE, KVM_EXIT_HLT, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR,
   KVM_IRQFD_FLAG_DEASSIGN, KVM_IRQFD_FLAG_RESAMPLE,
 } from '../../proto/kvm-uapi';
 import { close, closeQuietly, EFD_NONBLOCK, eventfd, eventfdWrite, getStatusFlags, O_NONBLOCK, pipe } from '../../proto/os';
-import {
-  ksft_finished, ksft_print_header, ksft_print_msg, ksft_set_plan, ksft_test_result,
-} from '../kselftest';
+import { EXPECT, EXPECT_ERRNO, FIXTURE, Step, TEST, TEST_STEPS, test_harness_run, TH_LOG } from '../kselftest_harness';
 import { spawn_device_task } from './lib/device_task';
 import {
   cli, cpu_relax, GUEST_ASSERT_EQ, GUEST_DONE, GUEST_SYNC, GUEST_SYNC_ARGS, hlt, readq, set_interrupt_handler, sti,
@@ -30,7 +28,7 @@ import {
   kvm_irq_line, vm_create_irqchip,
 } from './lib/irq';
 import {
-  __vcpu_run, __vcpu_run_start, __vcpu_run_wait, close_kvm_dev, exit_reason, exit_reason_str, KvmVcpu, kvm_check_cap, kvm_vm_free,
+  __vcpu_run, __vcpu_run_start, __vcpu_run_wait, close_kvm_dev, exit_reason, exit_reason_str, KvmVcpu, KvmVm, kvm_check_cap, kvm_vm_free,
   vcpu_args_set, vcpu_kick, vcpu_run, vm_alloc, vm_create, vm_create_barebones, vm_vcpu_add,
 } from './lib/kvm_util';
 import { get_ucall, REPORT_GUEST_ASSERT, UCALL_ABORT, UCALL_DONE, UCALL_SYNC, Ucall } from './lib/ucall_common';
@@ -124,12 +122,9 @@ export function doorbell_guest(mailbox: bigint): void {
   GUEST_DONE();
 }
 
-type Case = [name: string, run: () => boolean | Promise<boolean>];
-
+/** r is the expected outcome (errno 0 = success: ret 0); prints what came instead. */
 function expect(r: IoctlResult, errno: number): boolean {
-  const ok = errno === 0 ? r.ret === 0 : r.ret === -1 && r.errno === errno;
-  if (!ok) ksft_print_msg(`expected ${errno ? errnoName(errno) : 'success'}, got ret ${r.ret} errno ${errnoName(r.errno)}${r.detail ? ` (${r.detail})` : ''}`);
-  return ok;
+  return EXPECT_ERRNO(r, errno) && (errno !== 0 || r.ret === 0);
 }
 
 const newEventfd = () => eventfd(0, EFD_NONBLOCK);
@@ -138,79 +133,98 @@ const RESAMPLE = KVM_IRQFD_FLAG_RESAMPLE;
 
 // ---- the ABI --------------------------------------------------------------------------------------
 
-function abiCases(): Case[] {
-  const bare = vm_create_barebones();
-  const vm = vm_create_barebones();
-  const other = vm_create_barebones();
+interface AbiVms {
+  /** No irqchip. */
+  bare: KvmVm;
+  /** Gets its irqchip in the steps. */
+  vm: KvmVm;
+  other: KvmVm;
+  /** Has a vCPU, so it can get no irqchip. */
+  withVcpu: KvmVm;
+  pr: number;
+  pw: number;
+  e1: number;
+  e2: number;
+  shared: number;
+  freed: number;
+}
+
+const abiVms = FIXTURE('abi', (): AbiVms => {
   const withVcpu = vm_create();
   vm_vcpu_add(withVcpu, 0);
   const [pr, pw] = pipe();
-  const e1 = newEventfd();
-  const e2 = newEventfd();
-  const shared = newEventfd();
-  let freed = -1;
+  return {
+    bare: vm_create_barebones(), vm: vm_create_barebones(), other: vm_create_barebones(), withVcpu, pr, pw,
+    e1: newEventfd(), e2: newEventfd(), shared: newEventfd(), freed: -1,
+  };
+}, (s) => {
+  [s.bare, s.vm, s.other, s.withVcpu].forEach(kvm_vm_free);
+  [s.pr, s.pw, s.e1, s.e2, s.shared, s.freed].forEach(closeQuietly);
+});
+
+function abiSteps(): Step<AbiVms>[] {
   return [
     ['KVM_CAP_IRQCHIP, KVM_CAP_IRQFD and KVM_CAP_IRQFD_RESAMPLE are 1',
       () => kvm_check_cap(KVM_CAP_IRQCHIP) === 1 && kvm_check_cap(KVM_CAP_IRQFD) === 1 && kvm_check_cap(KVM_CAP_IRQFD_RESAMPLE) === 1],
-    ['KVM_IRQFD without an irqchip is EINVAL', () => expect(__kvm_irqfd(bare, 5, e1, 0), EINVAL)],
-    ['KVM_IRQFD without an irqchip is EINVAL even with a bad fd (checked first)', () => expect(__kvm_irqfd(bare, 5, -1, 0), EINVAL)],
-    ['KVM_IRQFD with RESAMPLE without an irqchip is EINVAL', () => expect(__kvm_irqfd(bare, 5, e1, RESAMPLE, e2), EINVAL)],
-    ['KVM_IRQFD deassign needs no irqchip (and succeeds)', () => expect(__kvm_irqfd(bare, 5, e1, DEASSIGN), 0)],
-    ['KVM_IRQ_LINE without an irqchip is ENXIO', () => expect(_kvm_irq_line(bare, 5, 1), ENXIO)],
-    ['KVM_CREATE_IRQCHIP succeeds on a VM without vCPUs', () => expect(__vm_create_irqchip(vm), 0)],
-    ['KVM_CREATE_IRQCHIP twice is EEXIST', () => expect(__vm_create_irqchip(vm), EEXIST)],
-    ['KVM_CREATE_IRQCHIP after a vCPU exists is EINVAL', () => expect(__vm_create_irqchip(withVcpu), EINVAL)],
-    ['KVM_IRQ_LINE with an irqchip succeeds (assert and deassert GSI 5)', () => expect(_kvm_irq_line(vm, 5, 1), 0) && expect(_kvm_irq_line(vm, 5, 0), 0)],
+    ['KVM_IRQFD without an irqchip is EINVAL', (s) => expect(__kvm_irqfd(s.bare, 5, s.e1, 0), EINVAL)],
+    ['KVM_IRQFD without an irqchip is EINVAL even with a bad fd (checked first)', (s) => expect(__kvm_irqfd(s.bare, 5, -1, 0), EINVAL)],
+    ['KVM_IRQFD with RESAMPLE without an irqchip is EINVAL', (s) => expect(__kvm_irqfd(s.bare, 5, s.e1, RESAMPLE, s.e2), EINVAL)],
+    ['KVM_IRQFD deassign needs no irqchip (and succeeds)', (s) => expect(__kvm_irqfd(s.bare, 5, s.e1, DEASSIGN), 0)],
+    ['KVM_IRQ_LINE without an irqchip is ENXIO', (s) => expect(_kvm_irq_line(s.bare, 5, 1), ENXIO)],
+    ['KVM_CREATE_IRQCHIP succeeds on a VM without vCPUs', (s) => expect(__vm_create_irqchip(s.vm), 0)],
+    ['KVM_CREATE_IRQCHIP twice is EEXIST', (s) => expect(__vm_create_irqchip(s.vm), EEXIST)],
+    ['KVM_CREATE_IRQCHIP after a vCPU exists is EINVAL', (s) => expect(__vm_create_irqchip(s.withVcpu), EINVAL)],
+    ['KVM_IRQ_LINE with an irqchip succeeds (assert and deassert GSI 5)', (s) => expect(_kvm_irq_line(s.vm, 5, 1), 0) && expect(_kvm_irq_line(s.vm, 5, 0), 0)],
     ['KVM_IRQ_LINE to GSIs without a route (24, 0xffffffff) succeeds and does nothing',
-      () => expect(_kvm_irq_line(vm, 24, 1), 0) && expect(_kvm_irq_line(vm, 0xffffffff, 1), 0)],
-    ['KVM_IRQFD with unknown flags (0x4) is EINVAL', () => expect(__kvm_irqfd(vm, 5, e1, 0x4), EINVAL)],
-    ['KVM_IRQFD deassign with unknown flags is EINVAL (flags are checked first)', () => expect(__kvm_irqfd(vm, 5, e1, DEASSIGN | 0x4), EINVAL)],
-    ['KVM_IRQFD with fd -1 is EBADF', () => expect(__kvm_irqfd(vm, 5, -1, 0), EBADF)],
-    ['KVM_IRQFD with a closed fd is EBADF', () => {
+      (s) => expect(_kvm_irq_line(s.vm, 24, 1), 0) && expect(_kvm_irq_line(s.vm, 0xffffffff, 1), 0)],
+    ['KVM_IRQFD with unknown flags (0x4) is EINVAL', (s) => expect(__kvm_irqfd(s.vm, 5, s.e1, 0x4), EINVAL)],
+    ['KVM_IRQFD deassign with unknown flags is EINVAL (flags are checked first)', (s) => expect(__kvm_irqfd(s.vm, 5, s.e1, DEASSIGN | 0x4), EINVAL)],
+    ['KVM_IRQFD with fd -1 is EBADF', (s) => expect(__kvm_irqfd(s.vm, 5, -1, 0), EBADF)],
+    ['KVM_IRQFD with a closed fd is EBADF', (s) => {
       const closed = newEventfd();
       close(closed);
-      return expect(__kvm_irqfd(vm, 5, closed, 0), EBADF);
+      return expect(__kvm_irqfd(s.vm, 5, closed, 0), EBADF);
     }],
-    ['KVM_IRQFD with a pipe (not an eventfd) is EINVAL', () => expect(__kvm_irqfd(vm, 5, pr, 0), EINVAL)],
-    ['KVM_IRQFD with RESAMPLE and resamplefd -1 is EBADF', () => expect(__kvm_irqfd(vm, 6, e1, RESAMPLE, -1), EBADF)],
-    ['KVM_IRQFD with RESAMPLE and a pipe as resamplefd is EINVAL', () => expect(__kvm_irqfd(vm, 6, e1, RESAMPLE, pr), EINVAL)],
-    ['KVM_IRQFD assigns an eventfd to GSI 5', () => expect(__kvm_irqfd(vm, 5, e1, 0), 0)],
-    ['KVM_IRQFD leaves the caller\'s eventfd flags alone (O_NONBLOCK not added)', () => {
+    ['KVM_IRQFD with a pipe (not an eventfd) is EINVAL', (s) => expect(__kvm_irqfd(s.vm, 5, s.pr, 0), EINVAL)],
+    ['KVM_IRQFD with RESAMPLE and resamplefd -1 is EBADF', (s) => expect(__kvm_irqfd(s.vm, 6, s.e1, RESAMPLE, -1), EBADF)],
+    ['KVM_IRQFD with RESAMPLE and a pipe as resamplefd is EINVAL', (s) => expect(__kvm_irqfd(s.vm, 6, s.e1, RESAMPLE, s.pr), EINVAL)],
+    ['KVM_IRQFD assigns an eventfd to GSI 5', (s) => expect(__kvm_irqfd(s.vm, 5, s.e1, 0), 0)],
+    ['KVM_IRQFD leaves the caller\'s eventfd flags alone (O_NONBLOCK not added)', (s) => {
       const blocking = eventfd(0, 0);
-      const ok = expect(__kvm_irqfd(vm, 11, blocking, 0), 0) && (getStatusFlags(blocking) & O_NONBLOCK) === 0;
-      kvm_deassign_irqfd(vm, 11, blocking);
+      const ok = expect(__kvm_irqfd(s.vm, 11, blocking, 0), 0) && (getStatusFlags(blocking) & O_NONBLOCK) === 0;
+      kvm_deassign_irqfd(s.vm, 11, blocking);
       close(blocking);
       return ok;
     }],
-    ['the same eventfd on the same GSI again is EBUSY', () => expect(__kvm_irqfd(vm, 5, e1, 0), EBUSY)],
-    ['the same eventfd on another GSI is EBUSY', () => expect(__kvm_irqfd(vm, 6, e1, 0), EBUSY)],
-    ['the same eventfd in another VM is EBUSY', () => {
-      vm_create_irqchip(other);
-      return expect(__kvm_irqfd(other, 5, e1, 0), EBUSY);
+    ['the same eventfd on the same GSI again is EBUSY', (s) => expect(__kvm_irqfd(s.vm, 5, s.e1, 0), EBUSY)],
+    ['the same eventfd on another GSI is EBUSY', (s) => expect(__kvm_irqfd(s.vm, 6, s.e1, 0), EBUSY)],
+    ['the same eventfd in another VM is EBUSY', (s) => {
+      vm_create_irqchip(s.other);
+      return expect(__kvm_irqfd(s.other, 5, s.e1, 0), EBUSY);
     }],
     ['a busy eventfd with RESAMPLE and a bad resamplefd is EBADF (the resamplefd is checked before EBUSY)',
-      () => expect(__kvm_irqfd(vm, 6, e1, RESAMPLE, -1), EBADF)],
-    ['an irqfd\'s eventfd may also back an ioeventfd', () => expect(__vm_ioeventfd(vm, { addr: 0xd000_0000n, len: 4, fd: e1 }), 0)],
-    ['GSIs without a route are accepted for irqfds (GSI 1024)', () => expect(__kvm_irqfd(vm, 1024, e2, 0), 0) && expect(__kvm_irqfd(vm, 1024, e2, DEASSIGN), 0)],
-    ['one eventfd may be both the irqfd and its resamplefd', () => expect(__kvm_irqfd(vm, 12, shared, RESAMPLE, shared), 0)],
-    ['deassign of a never-assigned (eventfd, GSI) succeeds', () => expect(__kvm_irqfd(vm, 13, e2, DEASSIGN), 0)],
+      (s) => expect(__kvm_irqfd(s.vm, 6, s.e1, RESAMPLE, -1), EBADF)],
+    ['an irqfd\'s eventfd may also back an ioeventfd', (s) => expect(__vm_ioeventfd(s.vm, { addr: 0xd000_0000n, len: 4, fd: s.e1 }), 0)],
+    ['GSIs without a route are accepted for irqfds (GSI 1024)', (s) => expect(__kvm_irqfd(s.vm, 1024, s.e2, 0), 0) && expect(__kvm_irqfd(s.vm, 1024, s.e2, DEASSIGN), 0)],
+    ['one eventfd may be both the irqfd and its resamplefd', (s) => expect(__kvm_irqfd(s.vm, 12, s.shared, RESAMPLE, s.shared), 0)],
+    ['deassign of a never-assigned (eventfd, GSI) succeeds', (s) => expect(__kvm_irqfd(s.vm, 13, s.e2, DEASSIGN), 0)],
     ['deassign of an assigned eventfd with another GSI succeeds (and removes nothing)',
-      () => expect(__kvm_irqfd(vm, 6, e1, DEASSIGN), 0) && expect(__kvm_irqfd(vm, 6, e1, 0), EBUSY)],
-    ['deassign with fd -1 is EBADF', () => expect(__kvm_irqfd(vm, 5, -1, DEASSIGN), EBADF)],
-    ['deassign with a pipe is EINVAL', () => expect(__kvm_irqfd(vm, 5, pr, DEASSIGN), EINVAL)],
-    ['deassign ignores RESAMPLE and the resamplefd', () => expect(__kvm_irqfd(vm, 12, shared, DEASSIGN | RESAMPLE, -1), 0)],
-    ['after deassign the eventfd can be assigned again', () => expect(__kvm_irqfd(vm, 5, e1, DEASSIGN), 0) && expect(__kvm_irqfd(vm, 5, e1, 0), 0)],
-    ['closing a VM frees its irqfds\' eventfds for another VM', () => {
-      freed = newEventfd();
+      (s) => expect(__kvm_irqfd(s.vm, 6, s.e1, DEASSIGN), 0) && expect(__kvm_irqfd(s.vm, 6, s.e1, 0), EBUSY)],
+    ['deassign with fd -1 is EBADF', (s) => expect(__kvm_irqfd(s.vm, 5, -1, DEASSIGN), EBADF)],
+    ['deassign with a pipe is EINVAL', (s) => expect(__kvm_irqfd(s.vm, 5, s.pr, DEASSIGN), EINVAL)],
+    ['deassign ignores RESAMPLE and the resamplefd', (s) => expect(__kvm_irqfd(s.vm, 12, s.shared, DEASSIGN | RESAMPLE, -1), 0)],
+    ['after deassign the eventfd can be assigned again', (s) => expect(__kvm_irqfd(s.vm, 5, s.e1, DEASSIGN), 0) && expect(__kvm_irqfd(s.vm, 5, s.e1, 0), 0)],
+    ['closing a VM frees its irqfds\' eventfds for another VM', (s) => {
+      s.freed = newEventfd();
       const doomed = vm_create_barebones();
       vm_create_irqchip(doomed);
-      kvm_assign_irqfd(doomed, 5, freed);
+      kvm_assign_irqfd(doomed, 5, s.freed);
       kvm_vm_free(doomed);
       // VM destruction is asynchronous in the kernel-model (as kvm_vm_release's work is in KVM).
-      let r = __kvm_irqfd(other, 5, freed, 0);
+      let r = __kvm_irqfd(s.other, 5, s.freed, 0);
       for (let waited = 0; r.ret !== 0 && r.errno === EBUSY && waited < 2000; waited += 5) {
         msleep(5);
-        r = __kvm_irqfd(other, 5, freed, 0);
+        r = __kvm_irqfd(s.other, 5, s.freed, 0);
       }
       return expect(r, 0);
     }],
@@ -226,16 +240,13 @@ function abiCases(): Case[] {
       const after = eventfds_settled(pid, before);
       close_kvm_dev(kvm);
       mine.forEach(closeQuietly);
-      ksft_print_msg(`kernel-model eventfds: ${before} before, ${held} with 4 irqfds and 2 resampling ones, ${after} after close`);
+      TH_LOG(`kernel-model eventfds: ${before} before, ${held} with 4 irqfds and 2 resampling ones, ${after} after close`);
       return held === before + 8 && after === before;
-    }],
-    ['cleanup', () => {
-      [bare, vm, other, withVcpu].forEach(kvm_vm_free);
-      [pr, pw, e1, e2, shared, freed].forEach(closeQuietly);
-      return true;
     }],
   ];
 }
+
+TEST_STEPS(abiVms, abiSteps());
 
 // ---- delivery ------------------------------------------------------------------------------------
 
@@ -254,162 +265,157 @@ function expectSync(vcpu: KvmVcpu, stage: number): bigint[] {
   return uc.args.slice(2);
 }
 
-function deliveryCases(): Case[] {
+interface IrqVm {
+  vm: KvmVm;
+  vcpu: KvmVcpu;
+  efd: number;
+  masked: number;
+  resample: number;
+  resamplefd: number;
+}
+
+/** irq_guest with an irqchip, an irqfd, a masked one and a resampling one. */
+const irqVm = FIXTURE('delivery', (): IrqVm => {
   const vm = vm_create();
   vm_create_irqchip(vm);
-  const vcpu = vm_vcpu_add(vm, 0, irq_guest);
-  const efd = newEventfd();
-  const masked = newEventfd();
-  const resample = newEventfd();
-  const resamplefd = newEventfd();
-  kvm_assign_irqfd(vm, GSI_IRQFD, efd);
-  kvm_assign_irqfd(vm, GSI_MASKED, masked);
-  kvm_assign_irqfd_resample(vm, GSI_RESAMPLE, resample, resamplefd);
-  const signal = (fd: number) => {
-    eventfdWrite(fd);
-    TEST_ASSERT(eventfd_wait_consumed(fd), 'the kernel-model did not consume an irqfd write within 2 s');
-  };
+  const s = { vm, vcpu: vm_vcpu_add(vm, 0, irq_guest), efd: newEventfd(), masked: newEventfd(), resample: newEventfd(), resamplefd: newEventfd() };
+  kvm_assign_irqfd(vm, GSI_IRQFD, s.efd);
+  kvm_assign_irqfd(vm, GSI_MASKED, s.masked);
+  kvm_assign_irqfd_resample(vm, GSI_RESAMPLE, s.resample, s.resamplefd);
+  return s;
+}, (s) => {
+  kvm_vm_free(s.vm);
+  [s.efd, s.masked, s.resample, s.resamplefd].forEach(closeQuietly);
+});
+
+/** An irqfd write, once the kernel-model has taken it. */
+function signal(fd: number): void {
+  eventfdWrite(fd);
+  TEST_ASSERT(eventfd_wait_consumed(fd), 'the kernel-model did not consume an irqfd write within 2 s');
+}
+
+function deliverySteps(): Step<IrqVm>[] {
   return [
-    ['a kick while the guest sleeps in hlt() returns EINTR with KVM_EXIT_INTR', () => {
-      __vcpu_run_start(vcpu);
+    ['a kick while the guest sleeps in hlt() returns EINTR with KVM_EXIT_INTR', (s) => {
+      __vcpu_run_start(s.vcpu);
       msleep(50);
-      vcpu_kick(vcpu);
-      const r = __vcpu_run_wait(vcpu);
-      return r.ret === -1 && r.errno === EINTR && exit_reason(vcpu) === KVM_EXIT_INTR;
+      vcpu_kick(s.vcpu);
+      const r = __vcpu_run_wait(s.vcpu);
+      return r.ret === -1 && r.errno === EINTR && exit_reason(s.vcpu) === KVM_EXIT_INTR;
     }],
-    ['an irqfd write wakes hlt() and runs the guest\'s handler for that GSI, once', () => {
-      eventfdWrite(efd);
-      const [n] = expectSync(vcpu, 1);
+    ['an irqfd write wakes hlt() and runs the guest\'s handler for that GSI, once', (s) => {
+      eventfdWrite(s.efd);
+      const [n] = expectSync(s.vcpu, 1);
       return n === 1n;
     }],
-    ['the kernel-model consumed the irqfd\'s counter', () => !fd_readable(efd)],
-    ['KVM_IRQ_LINE 1 then 0 (a pulse) delivers the GSI once', () => {
-      kvm_irq_line(vm, GSI_LINE, 1);
-      kvm_irq_line(vm, GSI_LINE, 0);
-      const [n] = expectSync(vcpu, 2);
+    ['the kernel-model consumed the irqfd\'s counter', (s) => !fd_readable(s.efd)],
+    ['KVM_IRQ_LINE 1 then 0 (a pulse) delivers the GSI once', (s) => {
+      kvm_irq_line(s.vm, GSI_LINE, 1);
+      kvm_irq_line(s.vm, GSI_LINE, 0);
+      const [n] = expectSync(s.vcpu, 2);
       return n === 1n;
     }],
-    ['after KVM_IRQFD deassign, writes to the eventfd raise nothing', () => {
-      kvm_deassign_irqfd(vm, GSI_IRQFD, efd);
-      eventfdWrite(efd);
+    ['after KVM_IRQFD deassign, writes to the eventfd raise nothing', (s) => {
+      kvm_deassign_irqfd(s.vm, GSI_IRQFD, s.efd);
+      eventfdWrite(s.efd);
       msleep(20);
-      kvm_irq_line(vm, GSI_LINE, 1);
-      kvm_irq_line(vm, GSI_LINE, 0);
-      const [n] = expectSync(vcpu, 3);
+      kvm_irq_line(s.vm, GSI_LINE, 1);
+      kvm_irq_line(s.vm, GSI_LINE, 0);
+      const [n] = expectSync(s.vcpu, 3);
       return n === 1n;
     }],
-    ['after deassign nobody consumes the eventfd (its counter is still 1)', () => eventfd_take(efd) === 1n],
-    ['an interrupt raised while interrupts are disabled waits, and is taken at sti', () => {
-      expectSync(vcpu, 4);
-      signal(masked);
-      const [whileDisabled, afterSti] = expectSync(vcpu, 5);
+    ['after deassign nobody consumes the eventfd (its counter is still 1)', (s) => eventfd_take(s.efd) === 1n],
+    ['an interrupt raised while interrupts are disabled waits, and is taken at sti', (s) => {
+      expectSync(s.vcpu, 4);
+      signal(s.masked);
+      const [whileDisabled, afterSti] = expectSync(s.vcpu, 5);
       return whileDisabled === 0n && afterSti === 1n;
     }],
-    ['resample: the resamplefd is not signalled while the handler runs (before EOI)', () => {
-      eventfdWrite(resample);
-      const [n] = expectSync(vcpu, 60);
-      return n === 1n && !fd_readable(resamplefd);
+    ['resample: the resamplefd is not signalled while the handler runs (before EOI)', (s) => {
+      eventfdWrite(s.resample);
+      const [n] = expectSync(s.vcpu, 60);
+      return n === 1n && !fd_readable(s.resamplefd);
     }],
-    ['resample: a second irqfd write while the line is asserted is coalesced; the handler\'s return (EOI) signals the resamplefd', () => {
-      signal(resample);
-      const [n] = expectSync(vcpu, 6);
-      return n === 1n && fd_readable(resamplefd, 2000) && eventfd_take(resamplefd) === 1n;
+    ['resample: a second irqfd write while the line is asserted is coalesced; the handler\'s return (EOI) signals the resamplefd', (s) => {
+      signal(s.resample);
+      const [n] = expectSync(s.vcpu, 6);
+      return n === 1n && fd_readable(s.resamplefd, 2000) && eventfd_take(s.resamplefd) === 1n;
     }],
-    ['resample: after the EOI the line is low, so the next irqfd write interrupts again and is resampled again', () => {
-      eventfdWrite(resample);
-      const [inHandler] = expectSync(vcpu, 60);
-      const [n] = expectSync(vcpu, 7);
-      return inHandler === 2n && n === 2n && fd_readable(resamplefd, 2000) && eventfd_take(resamplefd) === 1n;
+    ['resample: after the EOI the line is low, so the next irqfd write interrupts again and is resampled again', (s) => {
+      eventfdWrite(s.resample);
+      const [inHandler] = expectSync(s.vcpu, 60);
+      const [n] = expectSync(s.vcpu, 7);
+      return inHandler === 2n && n === 2n && fd_readable(s.resamplefd, 2000) && eventfd_take(s.resamplefd) === 1n;
     }],
-    ['edge-triggered: a line held asserted by KVM_IRQ_LINE fires once, through the EOI', () => {
-      expectSync(vcpu, 8);
-      kvm_irq_line(vm, GSI_LINE, 1);
-      const [inHandler] = expectSync(vcpu, 70);
-      const [total] = expectSync(vcpu, 9);
+    ['edge-triggered: a line held asserted by KVM_IRQ_LINE fires once, through the EOI', (s) => {
+      expectSync(s.vcpu, 8);
+      kvm_irq_line(s.vm, GSI_LINE, 1);
+      const [inHandler] = expectSync(s.vcpu, 70);
+      const [total] = expectSync(s.vcpu, 9);
       return inHandler === 3n && total === 1n;
     }],
-    ['edge-triggered: lowering and raising the line again fires again', () => {
-      kvm_irq_line(vm, GSI_LINE, 0);
-      kvm_irq_line(vm, GSI_LINE, 1);
-      const [inHandler] = expectSync(vcpu, 70);
-      const [total] = expectSync(vcpu, 10);
-      kvm_irq_line(vm, GSI_LINE, 0);
+    ['edge-triggered: lowering and raising the line again fires again', (s) => {
+      kvm_irq_line(s.vm, GSI_LINE, 0);
+      kvm_irq_line(s.vm, GSI_LINE, 1);
+      const [inHandler] = expectSync(s.vcpu, 70);
+      const [total] = expectSync(s.vcpu, 10);
+      kvm_irq_line(s.vm, GSI_LINE, 0);
       return inHandler === 4n && total === 2n;
     }],
-    ['the guest finishes (GUEST_DONE)', () => nextUcall(vcpu).cmd === UCALL_DONE],
-    ['cleanup', () => {
-      kvm_vm_free(vm);
-      [efd, masked, resample, resamplefd].forEach(closeQuietly);
-      return true;
-    }],
+    ['the guest finishes (GUEST_DONE)', (s) => nextUcall(s.vcpu).cmd === UCALL_DONE],
   ];
 }
 
-function edgeCases(): Case[] {
-  return [
-    ['without an irqchip hlt() exits with KVM_EXIT_HLT', () => {
-      const vm = vm_create();
-      const vcpu = vm_vcpu_add(vm, 0, hlt_guest);
-      vcpu_run(vcpu);
-      const ok = exit_reason(vcpu) === KVM_EXIT_HLT && nextUcall(vcpu).cmd === UCALL_DONE;
-      kvm_vm_free(vm);
-      return ok;
-    }],
-    ['an interrupt with no handler installed, taken with interrupts enabled, stops the vCPU (KVM_EXIT_INTERNAL_ERROR)', () => {
-      const vm = vm_create();
-      vm_create_irqchip(vm);
-      const vcpu = vm_vcpu_add(vm, 0, no_handler_guest);
-      kvm_irq_line(vm, GSI_NO_HANDLER, 1);
-      const r = __vcpu_run(vcpu);
-      const ok = r.ret === 0 && exit_reason(vcpu) === KVM_EXIT_INTERNAL_ERROR && /vector 3/.test(r.detail);
-      if (!ok) ksft_print_msg(`got ret ${r.ret} exit ${exit_reason_str(exit_reason(vcpu))}: ${r.detail}`);
-      kvm_vm_free(vm);
-      return ok;
-    }],
-  ];
-}
+TEST_STEPS(irqVm, deliverySteps());
+
+TEST('without an irqchip hlt() exits with KVM_EXIT_HLT', () => {
+  const vm = vm_create();
+  const vcpu = vm_vcpu_add(vm, 0, hlt_guest);
+  vcpu_run(vcpu);
+  const ok = exit_reason(vcpu) === KVM_EXIT_HLT && nextUcall(vcpu).cmd === UCALL_DONE;
+  kvm_vm_free(vm);
+  EXPECT(ok, 'KVM_EXIT_HLT, then GUEST_DONE');
+});
+
+TEST('an interrupt with no handler installed, taken with interrupts enabled, stops the vCPU (KVM_EXIT_INTERNAL_ERROR)', () => {
+  const vm = vm_create();
+  vm_create_irqchip(vm);
+  const vcpu = vm_vcpu_add(vm, 0, no_handler_guest);
+  kvm_irq_line(vm, GSI_NO_HANDLER, 1);
+  const r = __vcpu_run(vcpu);
+  const ok = r.ret === 0 && exit_reason(vcpu) === KVM_EXIT_INTERNAL_ERROR && /vector 3/.test(r.detail);
+  if (!ok) TH_LOG(`got ret ${r.ret} exit ${exit_reason_str(exit_reason(vcpu))}: ${r.detail}`);
+  kvm_vm_free(vm);
+  EXPECT(ok, 'KVM_EXIT_INTERNAL_ERROR naming vector 3');
+});
 
 // ---- doorbell -> DMA -> interrupt with a device task ------------------------------------------------
 
-function doorbellCases(): Case[] {
-  return [
-    [`doorbell device task: ${DOORBELL_ROUNDS} rounds of ioeventfd ring, DMA into guest RAM and irqfd interrupt, no exit to the VMM`, async () => {
-      const vm = vm_create();
-      vm_create_irqchip(vm);
-      const vcpu = vm_vcpu_add(vm, 0, doorbell_guest);
-      const mailbox = vm_alloc(vm, 24);
-      vcpu_args_set(vcpu, mailbox);
-      const ring = newEventfd();
-      const irq = newEventfd();
-      vm_ioeventfd(vm, { addr: DOORBELL, len: 4, fd: ring });
-      kvm_assign_irqfd(vm, GSI_DOORBELL, irq);
-      const task = spawn_device_task({
-        device: 'doorbell', channels: [], memory: vm, eventfds: { doorbell: ring, irq },
-        config: { mailbox: `0x${mailbox.toString(16)}` },
-      });
-      const [irqs] = expectSync(vcpu, 1);
-      const done = nextUcall(vcpu).cmd === UCALL_DONE;
-      kvm_vm_free(vm);
-      const status = await task.stop();
-      [ring, irq].forEach(closeQuietly);
-      if (status.code !== 0) ksft_print_msg(`device task exited with ${status.code ?? status.signal}`);
-      return irqs === BigInt(DOORBELL_ROUNDS) && done && status.code === 0;
-    }],
-  ];
-}
+TEST(`doorbell device task: ${DOORBELL_ROUNDS} rounds of ioeventfd ring, DMA into guest RAM and irqfd interrupt, no exit to the VMM`, async () => {
+  const vm = vm_create();
+  vm_create_irqchip(vm);
+  const vcpu = vm_vcpu_add(vm, 0, doorbell_guest);
+  const mailbox = vm_alloc(vm, 24);
+  vcpu_args_set(vcpu, mailbox);
+  const ring = newEventfd();
+  const irq = newEventfd();
+  vm_ioeventfd(vm, { addr: DOORBELL, len: 4, fd: ring });
+  kvm_assign_irqfd(vm, GSI_DOORBELL, irq);
+  const task = spawn_device_task({
+    device: 'doorbell', channels: [], memory: vm, eventfds: { doorbell: ring, irq },
+    config: { mailbox: `0x${mailbox.toString(16)}` },
+  });
+  const [irqs] = expectSync(vcpu, 1);
+  const done = nextUcall(vcpu).cmd === UCALL_DONE;
+  kvm_vm_free(vm);
+  const status = await task.stop();
+  [ring, irq].forEach(closeQuietly);
+  EXPECT(irqs === BigInt(DOORBELL_ROUNDS), `${DOORBELL_ROUNDS} interrupts (got ${irqs})`);
+  EXPECT(done, 'the guest to finish');
+  EXPECT(status.code === 0, `the device task to exit 0 (got ${status.code ?? status.signal})`);
+});
 
-async function main(): Promise<void> {
-  ksft_print_header();
+if (require.main === module) {
   TEST_REQUIRE(kvm_check_cap(KVM_CAP_IRQFD) > 0, 'kvm_has_cap(KVM_CAP_IRQFD)');
-  const built = [abiCases(), deliveryCases(), edgeCases(), doorbellCases()];
-  ksft_set_plan(built.flat().filter(([name]) => name !== 'cleanup').length);
-  for (const cases of built) {
-    for (const [name, run] of cases) {
-      const ok = await run();
-      if (name !== 'cleanup') ksft_test_result(ok, name);
-    }
-  }
-  ksft_finished();
+  void test_harness_run();
 }
-
-if (require.main === module) void main();

@@ -8,10 +8,10 @@
 import { EINTR, errnoName } from '../../proto/errno';
 import { AccessSize } from '../../proto/guest-cpu';
 import { KVM_EXIT_MMIO, RUN } from '../../proto/kvm-uapi';
-import { ksft_finished, ksft_print_header, ksft_set_plan, ksft_test_result } from '../kselftest';
+import { FIXTURE, Step, TEST_STEPS, test_harness_run, TH_LOG } from '../kselftest_harness';
 import { GUEST_DONE, GUEST_SYNC, GUEST_SYNC_ARGS, mmio_read, mmio_write, readl, readq, writeq } from './lib/guest';
 import {
-  __vcpu_run, addr_gpa2hva, DEFAULT_GUEST_MEMORY, exit_reason, KvmVcpu, kvm_vm_free, le_store, le_value, run_mmio,
+  __vcpu_run, addr_gpa2hva, DEFAULT_GUEST_MEMORY, exit_reason, KvmVcpu, KvmVm, kvm_vm_free, le_store, le_value, run_mmio,
   vcpu_run, vm_create_with_one_vcpu, vm_userspace_mem_region_add,
 } from './lib/kvm_util';
 import { get_ucall, REPORT_GUEST_ASSERT, Ucall, UCALL_ABORT, UCALL_DONE, UCALL_SYNC } from './lib/ucall_common';
@@ -66,96 +66,112 @@ function sync_value(vcpu: KvmVcpu, stage: number): bigint {
   return uc.args[2];
 }
 
-function main(): void {
-  ksft_print_header();
-  ksft_set_plan(2 * SIZES.length + 5);
+interface Rig {
+  vm: KvmVm;
+  vcpu: KvmVcpu;
+}
+
+const rig = FIXTURE('guest', (): Rig => {
   const [vm, vcpu] = vm_create_with_one_vcpu(guest_code);
   vm_userspace_mem_region_add(vm, RAM_PAGE, RAM_PAGE_SLOT, 1, 0);
+  return { vm, vcpu };
+}, (s) => kvm_vm_free(s.vm));
 
-  for (const size of SIZES) {
+const steps: Step<Rig>[] = [];
+
+for (const size of SIZES) {
+  const gpa = MMIO_GPA + BigInt(size * 0x10);
+  steps.push([`a ${size}-byte MMIO write exits KVM_EXIT_MMIO: phys_addr 0x${gpa.toString(16)}, len ${size}, is_write, data 0x${(WRITE_VALUE & mask(size)).toString(16)}`, ({ vcpu }) => {
     vcpu_run(vcpu);
-    const gpa = MMIO_GPA + BigInt(size * 0x10);
     const data = le_value(run_mmio(vcpu).data, size);
-    ksft_test_result(mmio_is(vcpu, gpa, size, true) && data === (WRITE_VALUE & mask(size)),
-      `a ${size}-byte MMIO write exits KVM_EXIT_MMIO: phys_addr 0x${gpa.toString(16)}, len ${size}, is_write, data 0x${(WRITE_VALUE & mask(size)).toString(16)} (${describe(vcpu)})`);
-  }
+    TH_LOG(describe(vcpu));
+    return mmio_is(vcpu, gpa, size, true) && data === (WRITE_VALUE & mask(size));
+  }]);
+}
 
-  for (const size of SIZES) {
+for (const size of SIZES) {
+  const gpa = MMIO_GPA + 0x100n + BigInt(size * 0x10);
+  steps.push([`a ${size}-byte MMIO read exits KVM_EXIT_MMIO (phys_addr 0x${gpa.toString(16)}, len ${size}, !is_write) and completes with the low ${size} bytes of mmio.data`, ({ vcpu }) => {
     vcpu_run(vcpu);
-    const gpa = MMIO_GPA + 0x100n + BigInt(size * 0x10);
     const fields = mmio_is(vcpu, gpa, size, false);
-    const seen = describe(vcpu);
+    TH_LOG(describe(vcpu));
     le_store(run_mmio(vcpu).data, 8, READ_DATA);
     // The guest reports what it read together with the size, at its next GUEST_SYNC(1).
     vcpu_run(vcpu);
     const uc = get_ucall(vcpu);
     if (uc.cmd === UCALL_ABORT) REPORT_GUEST_ASSERT(uc);
     const got = uc.args[3];
-    ksft_test_result(fields && uc.cmd === UCALL_SYNC && uc.args[2] === BigInt(size) && got === (READ_DATA & mask(size)),
-      `a ${size}-byte MMIO read exits KVM_EXIT_MMIO (phys_addr 0x${gpa.toString(16)}, len ${size}, !is_write) and completes with the low ${size} bytes of mmio.data: 0x${got?.toString(16)} (${seen})`);
-  }
-
-  // RAM -> MMIO read: the last 4 bytes of slot 0, then 4 bytes of MMIO at RAM_END.
-  addr_gpa2hva(vm, RAM_END - 4n, 4).set([0xa1, 0xa2, 0xa3, 0xa4]);
-  vcpu_run(vcpu);
-  let fields = mmio_is(vcpu, RAM_END, 4, false);
-  let seen = describe(vcpu);
-  le_store(run_mmio(vcpu).data, 8, READ_DATA);
-  let got = sync_value(vcpu, 2);
-  ksft_test_result(fields && got === 0xf4f3f2f1a4a3a2a1n,
-    `an 8-byte read across the end of RAM reads 4 bytes of RAM and exits for the 4-byte MMIO fragment at 0x${RAM_END.toString(16)}: 0x${got.toString(16)} (${seen})`);
-
-  // RAM -> MMIO write.
-  vcpu_run(vcpu);
-  fields = mmio_is(vcpu, RAM_END, 6, true) && le_value(run_mmio(vcpu).data, 6) === WRITE_VALUE >> 16n;
-  seen = describe(vcpu);
-  const ramPart = addr_gpa2hva(vm, RAM_END - 2n, 2);
-  const ramOk = ramPart[0] === 0x11 && ramPart[1] === 0x22;
-  sync_value(vcpu, 3);
-  ksft_test_result(fields && ramOk,
-    `an 8-byte write across the end of RAM stores 2 bytes in RAM and exits for the 6-byte MMIO fragment with the upper bytes (${seen})`);
-
-  // MMIO -> RAM read.
-  addr_gpa2hva(vm, RAM_PAGE, 2).set([0xc1, 0xc2]);
-  vcpu_run(vcpu);
-  fields = mmio_is(vcpu, RAM_PAGE - 6n, 6, false);
-  seen = describe(vcpu);
-  le_store(run_mmio(vcpu).data, 8, READ_DATA);
-  got = sync_value(vcpu, 4);
-  ksft_test_result(fields && got === 0xc2c1f6f5f4f3f2f1n,
-    `an 8-byte read from MMIO into a RAM page exits for the 6-byte MMIO fragment only, then reads RAM: 0x${got.toString(16)} (${seen})`);
-
-  // MMIO -> MMIO read: one exit per page.
-  vcpu_run(vcpu);
-  fields = mmio_is(vcpu, MMIO_PAGES + 0xffcn, 4, false);
-  seen = describe(vcpu);
-  le_store(run_mmio(vcpu).data, 8, 0xe4e3e2e1n);
-  vcpu_run(vcpu);
-  fields &&= mmio_is(vcpu, MMIO_PAGES + 0x1000n, 4, false);
-  seen += `; ${describe(vcpu)}`;
-  le_store(run_mmio(vcpu).data, 8, 0xf4f3f2f1n);
-  got = sync_value(vcpu, 5);
-  ksft_test_result(fields && got === 0xf4f3f2f1e4e3e2e1n,
-    `an 8-byte read across two MMIO pages exits twice, 4 bytes per page, and combines both answers: 0x${got.toString(16)} (${seen})`);
-
-  // Completion by a KVM_RUN with immediate_exit set.
-  vcpu_run(vcpu);
-  fields = mmio_is(vcpu, COMPLETION_GPA, 4, false);
-  le_store(run_mmio(vcpu).data, 8, 0x11223344n);
-  vcpu.kvmRun.setUint8(RUN.immediate_exit, 1);
-  const r = __vcpu_run(vcpu);
-  vcpu.kvmRun.setUint8(RUN.immediate_exit, 0);
-  const stillMmio = exit_reason(vcpu) === KVM_EXIT_MMIO;
-  // Whatever is in mmio.data now must not matter: the read was completed by the EINTR'd KVM_RUN.
-  le_store(run_mmio(vcpu).data, 8, 0xdeadbeefn);
-  got = sync_value(vcpu, 6);
-  ksft_test_result(fields && r.ret === -1 && r.errno === EINTR && stillMmio && got === 0x11223344n,
-    `KVM_RUN with immediate_exit completes a pending MMIO read, then fails EINTR with exit_reason left KVM_EXIT_MMIO; the guest got 0x${got.toString(16)} (KVM_RUN: ${r.ret === 0 ? 'success' : errnoName(r.errno)})`);
-
-  vcpu_run(vcpu);
-  TEST_ASSERT_EQ(get_ucall(vcpu).cmd, UCALL_DONE, 'the guest ends with GUEST_DONE');
-  kvm_vm_free(vm);
-  ksft_finished();
+    TH_LOG(`the guest read 0x${got?.toString(16)}`);
+    return fields && uc.cmd === UCALL_SYNC && uc.args[2] === BigInt(size) && got === (READ_DATA & mask(size));
+  }]);
 }
 
-if (require.main === module) main();
+steps.push(
+  // RAM -> MMIO read: the last 4 bytes of slot 0, then 4 bytes of MMIO at RAM_END.
+  [`an 8-byte read across the end of RAM reads 4 bytes of RAM and exits for the 4-byte MMIO fragment at 0x${RAM_END.toString(16)}`, ({ vm, vcpu }) => {
+    addr_gpa2hva(vm, RAM_END - 4n, 4).set([0xa1, 0xa2, 0xa3, 0xa4]);
+    vcpu_run(vcpu);
+    const fields = mmio_is(vcpu, RAM_END, 4, false);
+    TH_LOG(describe(vcpu));
+    le_store(run_mmio(vcpu).data, 8, READ_DATA);
+    const got = sync_value(vcpu, 2);
+    TH_LOG(`the guest read 0x${got.toString(16)}`);
+    return fields && got === 0xf4f3f2f1a4a3a2a1n;
+  }],
+  // RAM -> MMIO write.
+  ['an 8-byte write across the end of RAM stores 2 bytes in RAM and exits for the 6-byte MMIO fragment with the upper bytes', ({ vm, vcpu }) => {
+    vcpu_run(vcpu);
+    const fields = mmio_is(vcpu, RAM_END, 6, true) && le_value(run_mmio(vcpu).data, 6) === WRITE_VALUE >> 16n;
+    TH_LOG(describe(vcpu));
+    const ramPart = addr_gpa2hva(vm, RAM_END - 2n, 2);
+    const ramOk = ramPart[0] === 0x11 && ramPart[1] === 0x22;
+    sync_value(vcpu, 3);
+    return fields && ramOk;
+  }],
+  // MMIO -> RAM read.
+  ['an 8-byte read from MMIO into a RAM page exits for the 6-byte MMIO fragment only, then reads RAM', ({ vm, vcpu }) => {
+    addr_gpa2hva(vm, RAM_PAGE, 2).set([0xc1, 0xc2]);
+    vcpu_run(vcpu);
+    const fields = mmio_is(vcpu, RAM_PAGE - 6n, 6, false);
+    TH_LOG(describe(vcpu));
+    le_store(run_mmio(vcpu).data, 8, READ_DATA);
+    const got = sync_value(vcpu, 4);
+    TH_LOG(`the guest read 0x${got.toString(16)}`);
+    return fields && got === 0xc2c1f6f5f4f3f2f1n;
+  }],
+  // MMIO -> MMIO read: one exit per page.
+  ['an 8-byte read across two MMIO pages exits twice, 4 bytes per page, and combines both answers', ({ vcpu }) => {
+    vcpu_run(vcpu);
+    let fields = mmio_is(vcpu, MMIO_PAGES + 0xffcn, 4, false);
+    TH_LOG(describe(vcpu));
+    le_store(run_mmio(vcpu).data, 8, 0xe4e3e2e1n);
+    vcpu_run(vcpu);
+    fields &&= mmio_is(vcpu, MMIO_PAGES + 0x1000n, 4, false);
+    TH_LOG(describe(vcpu));
+    le_store(run_mmio(vcpu).data, 8, 0xf4f3f2f1n);
+    const got = sync_value(vcpu, 5);
+    TH_LOG(`the guest read 0x${got.toString(16)}`);
+    return fields && got === 0xf4f3f2f1e4e3e2e1n;
+  }],
+  // Completion by a KVM_RUN with immediate_exit set.
+  ['KVM_RUN with immediate_exit completes a pending MMIO read, then fails EINTR with exit_reason left KVM_EXIT_MMIO', ({ vcpu }) => {
+    vcpu_run(vcpu);
+    const fields = mmio_is(vcpu, COMPLETION_GPA, 4, false);
+    le_store(run_mmio(vcpu).data, 8, 0x11223344n);
+    vcpu.kvmRun.setUint8(RUN.immediate_exit, 1);
+    const r = __vcpu_run(vcpu);
+    vcpu.kvmRun.setUint8(RUN.immediate_exit, 0);
+    const stillMmio = exit_reason(vcpu) === KVM_EXIT_MMIO;
+    // Whatever is in mmio.data now must not matter: the read was completed by the EINTR'd KVM_RUN.
+    le_store(run_mmio(vcpu).data, 8, 0xdeadbeefn);
+    const got = sync_value(vcpu, 6);
+    TH_LOG(`KVM_RUN: ${r.ret === 0 ? 'success' : errnoName(r.errno)}; the guest got 0x${got.toString(16)}`);
+    vcpu_run(vcpu);
+    TEST_ASSERT_EQ(get_ucall(vcpu).cmd, UCALL_DONE, 'the guest ends with GUEST_DONE');
+    return fields && r.ret === -1 && r.errno === EINTR && stillMmio && got === 0x11223344n;
+  }],
+);
+
+TEST_STEPS(rig, steps);
+
+if (require.main === module) void test_harness_run();

@@ -11,10 +11,10 @@
 
 import { KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT, PAGE_SIZE } from '../../proto/kvm-uapi';
 import { PortSize } from '../../proto/guest-cpu';
-import { ksft_finished, ksft_print_header, ksft_set_plan, ksft_test_result } from '../kselftest';
+import { FIXTURE, Step, TEST_STEPS, test_harness_run, TH_LOG } from '../kselftest_harness';
 import { GUEST_ASSERT_EQ, GUEST_DONE, GUEST_SYNC, GUEST_SYNC_ARGS, inb, inl, ins, inw, outb, outl, outs, outw } from './lib/guest';
 import {
-  addr_gpa2hva, exit_reason, KvmVcpu, kvm_vm_free, le_store, le_value, run_io, vcpu_args_set, vcpu_run, vm_alloc,
+  addr_gpa2hva, exit_reason, KvmVcpu, KvmVm, kvm_vm_free, le_store, le_value, run_io, vcpu_args_set, vcpu_run, vm_alloc,
   vm_create_with_one_vcpu,
 } from './lib/kvm_util';
 import { get_ucall, REPORT_GUEST_ASSERT, Ucall, UCALL_ABORT, UCALL_DONE, UCALL_SYNC } from './lib/ucall_common';
@@ -99,39 +99,71 @@ function expect_pio(vcpu: KvmVcpu, direction: number, size: number, count: numbe
     io.count === count && io.dataOffset === PIO_DATA_OFFSET;
 }
 
-function test_single_pio(vcpu: KvmVcpu): void {
-  for (const [size, value] of [[1, 0x12n], [2, 0x3456n], [4, 0x789abcden]] as const) {
+/** [1024, 1024, 512] -> "1024 x2, 512". */
+function summary(counts: number[]): string {
+  const parts: string[] = [];
+  for (let i = 0; i < counts.length;) {
+    let j = i;
+    while (j < counts.length && counts[j] === counts[i]) j++;
+    parts.push(j - i > 1 ? `${counts[i]} x${j - i}` : `${counts[i]}`);
+    i = j;
+  }
+  return parts.join(', ') || 'none';
+}
+
+interface Rig {
+  vm: KvmVm;
+  vcpu: KvmVcpu;
+  /** The guest's buffer for string I/O. */
+  buf: bigint;
+}
+
+const rig = FIXTURE('guest', (): Rig => {
+  const [vm, vcpu] = vm_create_with_one_vcpu(guest_code);
+  const buf = vm_alloc(vm, 3 * 8192, PAGE_SIZE);
+  vcpu_args_set(vcpu, buf);
+  return { vm, vcpu, buf };
+}, (s) => kvm_vm_free(s.vm));
+
+const steps: Step<Rig>[] = [];
+
+for (const [size, value] of [[1, 0x12n], [2, 0x3456n], [4, 0x789abcden]] as const) {
+  steps.push([`out of ${size} byte(s) exits KVM_EXIT_IO: OUT, size ${size}, port 0x80, count 1, data_offset 4096, data 0x${value.toString(16)}`, ({ vcpu }) => {
     next_exit(vcpu);
     const io = run_io(vcpu);
-    ksft_test_result(expect_pio(vcpu, KVM_EXIT_IO_OUT, size, 1) && le_value(io.data, size) === value,
-      `out of ${size} byte(s) exits KVM_EXIT_IO: OUT, size ${size}, port 0x80, count 1, data_offset 4096, data 0x${value.toString(16)} (${io_fields(vcpu)}, data 0x${le_value(io.data, size).toString(16)})`);
-  }
-  // From here on each step looks at the current exit and then runs to the next one.
-  next_exit(vcpu);
-  for (const [size, value] of [[1, 0xa1n], [2, 0xb2c3n], [4, 0xd4e5f607n]] as const) {
+    TH_LOG(`${io_fields(vcpu)}, data 0x${le_value(io.data, size).toString(16)}`);
+    return expect_pio(vcpu, KVM_EXIT_IO_OUT, size, 1) && le_value(io.data, size) === value;
+  }]);
+}
+
+// From here on each step looks at the current exit and then runs to the next one.
+for (const [size, value] of [[1, 0xa1n], [2, 0xb2c3n], [4, 0xd4e5f607n]] as const) {
+  steps.push([`in of ${size} byte(s) exits KVM_EXIT_IO: IN, size ${size}, port 0x80, count 1, data_offset 4096, data zeroed; the guest gets exactly the 0x${value.toString(16)} written there`, ({ vcpu }) => {
+    if (size === 1) next_exit(vcpu);
     const fields = expect_pio(vcpu, KVM_EXIT_IO_IN, size, 1);
-    const seen = io_fields(vcpu);
+    TH_LOG(io_fields(vcpu));
     const io = run_io(vcpu);
     const zeroed = io.data.every((b) => b === 0);
     le_store(io.data, size, value);
     // The guest checks the value it got (GUEST_ASSERT_EQ); a mismatch is an ABORT at the next exit.
     next_exit(vcpu);
     const guestOk = run_io(vcpu).port === PORT || ucall_here(vcpu).cmd !== UCALL_ABORT;
-    ksft_test_result(fields && zeroed && guestOk,
-      `in of ${size} byte(s) exits KVM_EXIT_IO: IN, size ${size}, port 0x80, count 1, data_offset 4096, data zeroed; the guest gets exactly the 0x${value.toString(16)} written there (${seen})`);
-  }
+    return fields && zeroed && guestOk;
+  }]);
+}
+
+steps.push(['an IN the VMM leaves unfilled reads 0 (KVM zeroes the data), not the previous OUT\'s 0xffffffff', ({ vcpu }) => {
   // The current exit is the OUT of 0xffffffff; the IN after it is left unfilled.
   TEST_ASSERT(expect_pio(vcpu, KVM_EXIT_IO_OUT, 4, 1), 'outl(0xffffffff)');
   next_exit(vcpu);
   const unfilled = expect_pio(vcpu, KVM_EXIT_IO_IN, 4, 1) && run_io(vcpu).data.every((b) => b === 0);
   next_exit(vcpu);
   const uc = ucall_here(vcpu);
-  ksft_test_result(unfilled && uc.cmd === UCALL_SYNC && uc.args[1] === 1n,
-    'an IN the VMM leaves unfilled reads 0 (KVM zeroes the data), not the previous OUT\'s 0xffffffff');
-}
+  return unfilled && uc.cmd === UCALL_SYNC && uc.args[1] === 1n;
+}]);
 
-function test_rep_ins(vcpu: KvmVcpu, buf: bigint): void {
-  for (const c of INS_CASES) {
+for (const c of INS_CASES) {
+  steps.push([`rep ins${'bwd'[c.size >> 1]} count ${c.count} at page offset 0x${c.offset.toString(16)}: IN exits of ${summary(c.exits)} elements, and guest memory holds exactly the VMM's data, nothing past it`, ({ vcpu, buf }) => {
     const bytes = c.size * c.count;
     const mem = addr_gpa2hva(vcpu.vm, buf + BigInt(c.offset), bytes + 1);
     mem.fill(SENTINEL);
@@ -151,14 +183,14 @@ function test_rep_ins(vcpu: KvmVcpu, buf: bigint): void {
     TEST_ASSERT(uc.cmd === UCALL_SYNC && uc.args[1] === 2n && uc.args[2] === BigInt(c.count), `ins count ${c.count} did not end in its GUEST_SYNC`);
     let memOk = mem[bytes] === SENTINEL;
     for (let i = 0; i < bytes && memOk; i++) memOk = mem[i] === pattern(i);
-    ksft_test_result(fieldsOk && memOk && exits.join() === c.exits.join(),
-      `rep ins${'bwd'[c.size >> 1]} count ${c.count} at page offset 0x${c.offset.toString(16)}: IN exits of ${summary(c.exits)} elements, and guest memory holds exactly the VMM's data, nothing past it (exits ${summary(exits)})`);
-  }
+    TH_LOG(`exits ${summary(exits)}`);
+    return fieldsOk && memOk && exits.join() === c.exits.join();
+  }]);
 }
 
-function test_rep_outs(vcpu: KvmVcpu, buf: bigint): void {
-  for (const c of OUTS_CASES) {
-    const bytes = c.size * c.count;
+for (const c of OUTS_CASES) {
+  const bytes = c.size * c.count;
+  steps.push([`rep outs${'bwd'[c.size >> 1]} count ${c.count}: one OUT exit per element (KVM does not batch OUTS), carrying the guest's ${bytes} bytes in order`, ({ vcpu, buf }) => {
     const mem = addr_gpa2hva(vcpu.vm, buf + BigInt(c.offset), bytes);
     for (let i = 0; i < bytes; i++) mem[i] = pattern(i);
     const exits: number[] = [];
@@ -175,39 +207,15 @@ function test_rep_outs(vcpu: KvmVcpu, buf: bigint): void {
     }
     const uc = ucall_here(vcpu);
     TEST_ASSERT(uc.cmd === UCALL_SYNC && uc.args[1] === 3n && uc.args[2] === BigInt(c.count), `outs count ${c.count} did not end in its GUEST_SYNC`);
-    ksft_test_result(ok && done === bytes && exits.join() === c.exits.join(),
-      `rep outs${'bwd'[c.size >> 1]} count ${c.count}: one OUT exit per element (KVM does not batch OUTS), carrying the guest's ${bytes} bytes in order (exits ${summary(exits)})`);
-  }
+    TH_LOG(`exits ${summary(exits)}`);
+    if (c === OUTS_CASES[OUTS_CASES.length - 1]) {
+      vcpu_run(vcpu);
+      TEST_ASSERT_EQ(ucall_here(vcpu).cmd, UCALL_DONE, 'the guest ends with GUEST_DONE');
+    }
+    return ok && done === bytes && exits.join() === c.exits.join();
+  }]);
 }
 
-/** [1024, 1024, 512] -> "1024 x2, 512". */
-function summary(counts: number[]): string {
-  const parts: string[] = [];
-  for (let i = 0; i < counts.length;) {
-    let j = i;
-    while (j < counts.length && counts[j] === counts[i]) j++;
-    parts.push(j - i > 1 ? `${counts[i]} x${j - i}` : `${counts[i]}`);
-    i = j;
-  }
-  return parts.join(', ') || 'none';
-}
+TEST_STEPS(rig, steps);
 
-function main(): void {
-  ksft_print_header();
-  ksft_set_plan(7 + INS_CASES.length + OUTS_CASES.length);
-  const [vm, vcpu] = vm_create_with_one_vcpu(guest_code);
-  const buf = vm_alloc(vm, 3 * 8192, PAGE_SIZE);
-  vcpu_args_set(vcpu, buf);
-
-  test_single_pio(vcpu);
-  test_rep_ins(vcpu, buf);
-  test_rep_outs(vcpu, buf);
-
-  vcpu_run(vcpu);
-  const uc = ucall_here(vcpu);
-  TEST_ASSERT_EQ(uc.cmd, UCALL_DONE, 'the guest ends with GUEST_DONE');
-  kvm_vm_free(vm);
-  ksft_finished();
-}
-
-if (require.main === module) main();
+if (require.main === module) void test_harness_run();
