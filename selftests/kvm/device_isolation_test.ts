@@ -8,7 +8,7 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { ksft_finished, ksft_print_header, ksft_set_plan, ksft_test_result } from '../kselftest';
+import { EXPECT_EQ, FIXTURE, TEST_F, test_harness_run } from '../kselftest_harness';
 import { __TEST_REQUIRE } from './lib/test_util';
 
 const REPO = path.resolve(__dirname, '..', '..', '..');
@@ -28,9 +28,11 @@ function readableCopy(): string {
   return dir;
 }
 
-function main(): void {
-  ksft_print_header();
-  const root = process.getuid?.() === 0;
+const root = process.getuid?.() === 0;
+const user = root ? 'nobody' : os.userInfo().username;
+
+/** What the probe (a device task's view) could reach: key -> 'open' | 'denied' | an error. */
+const probed = FIXTURE('probe', (): Map<string, string> => {
   let copy: string | undefined;
   if (root) copy = readableCopy();
   const base = copy ?? REPO;
@@ -39,15 +41,17 @@ function main(): void {
     encoding: 'utf8', timeout: 30000, cwd: base, ...(root ? { uid: NOBODY, gid: NOBODY } : {}),
   });
   if (copy) fs.rmSync(copy, { recursive: true, force: true });
-  __TEST_REQUIRE(r.status === 0, `the probe could not run as ${root ? 'nobody' : 'this user'} (exit ${r.status ?? r.signal}): ${r.stderr.trim().split('\n').pop()}`);
-  const seen = new Map(r.stdout.trim().split('\n').map((l) => l.split(':') as [string, string]));
-  const user = root ? 'nobody' : os.userInfo().username;
-  ksft_set_plan(4);
-  ksft_test_result(seen.get('own-fd') === 'open', `as ${user}, a device task reads its own /proc/self/fd (the probe works)`);
-  ksft_test_result(seen.get('kernel-model-fd') === 'denied', `it cannot list its kernel-model's fds (/proc/<pid>/fd: ${seen.get('kernel-model-fd')})`);
-  ksft_test_result(seen.get('kernel-model-maps') === 'denied', `it cannot read its kernel-model's memory map (${seen.get('kernel-model-maps')})`);
-  ksft_test_result(seen.get('other-device-fd') === 'denied', `it cannot list another device task's fds (${seen.get('other-device-fd')})`);
-  ksft_finished();
+  __TEST_REQUIRE(r.status === 0, `the probe could not run as ${user} (exit ${r.status ?? r.signal}): ${r.stderr.trim().split('\n').pop()}`);
+  return new Map(r.stdout.trim().split('\n').map((l) => l.split(':') as [string, string]));
+});
+
+for (const [key, expected, name] of [
+  ['own-fd', 'open', `as ${user}, a device task reads its own /proc/self/fd (the probe works)`],
+  ['kernel-model-fd', 'denied', 'it cannot list its kernel-model\'s fds (/proc/<pid>/fd)'],
+  ['kernel-model-maps', 'denied', 'it cannot read its kernel-model\'s memory map'],
+  ['other-device-fd', 'denied', 'it cannot list another device task\'s fds'],
+] as const) {
+  TEST_F(probed, name, (seen) => void EXPECT_EQ(seen.get(key) ?? 'nothing', expected, key));
 }
 
-if (require.main === module) main();
+if (require.main === module) void test_harness_run();

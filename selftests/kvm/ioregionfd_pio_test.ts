@@ -4,11 +4,11 @@
 // the VMM for any of it. Then string PIO: one command per element.
 
 import { KVM_CAP_IOREGIONFD, KVM_IOREGION_PIO } from '../../proto/kvm-uapi';
-import { ksft_finished, ksft_print_header, ksft_set_plan, ksft_test_result } from '../kselftest';
+import { FIXTURE, TEST_STEPS, test_harness_run, TH_LOG } from '../kselftest_harness';
 import { GUEST_ASSERT_EQ, GUEST_DONE, GUEST_SYNC, inb, inl, inw, outb, outl, outs, outw } from './lib/guest';
-import { spawn_device_task } from './lib/device_task';
+import { DeviceTask, spawn_device_task } from './lib/device_task';
 import { vm_ioregion_stats } from './lib/ioregionfd';
-import { kvm_has_cap, kvm_vm_free, vcpu_run, vm_alloc, vm_create_with_one_vcpu, vcpu_args_set, addr_gpa2hva } from './lib/kvm_util';
+import { kvm_has_cap, kvm_vm_free, KvmVcpu, KvmVm, vcpu_run, vm_alloc, vm_create_with_one_vcpu, vcpu_args_set, addr_gpa2hva } from './lib/kvm_util';
 import { get_ucall, REPORT_GUEST_ASSERT, UCALL_ABORT, UCALL_DONE, UCALL_SYNC } from './lib/ucall_common';
 import { TEST_ASSERT, TEST_REQUIRE } from './lib/test_util';
 
@@ -28,34 +28,56 @@ export function guest_code(buf: bigint): void {
   GUEST_DONE();
 }
 
-async function main(): Promise<void> {
-  ksft_print_header();
-  TEST_REQUIRE(kvm_has_cap(KVM_CAP_IOREGIONFD), 'kvm_has_cap(KVM_CAP_IOREGIONFD)');
-  ksft_set_plan(4);
+interface Rig {
+  vm: KvmVm;
+  vcpu: KvmVcpu;
+  dev: DeviceTask;
+}
+
+/** guest_code with a testdev task behind the 8 ports at PORT. */
+const testdev = FIXTURE('testdev', (): Rig => {
   const [vm, vcpu] = vm_create_with_one_vcpu(guest_code);
   const buf = vm_alloc(vm, 8);
   addr_gpa2hva(vm, buf, 5).set([0x11, 0x22, 0x33, 0x44, 0x55]);
   vcpu_args_set(vcpu, buf);
   const dev = spawn_device_task({ device: 'testdev', vm, regions: [{ guest_paddr: BigInt(PORT), memory_size: 8n, flags: KVM_IOREGION_PIO, user_data: 0x1234n }] });
   dev.closeChannelFds();
-
-  vcpu_run(vcpu);
-  let uc = get_ucall(vcpu);
-  if (uc.cmd === UCALL_ABORT) REPORT_GUEST_ASSERT(uc);
-  ksft_test_result(uc.cmd === UCALL_SYNC, 'out 0x1234 / in 0x1238 echo 0x44, 0x3344, 0x11223344 without a PIO exit');
-  let s = vm_ioregion_stats(vm)[0];
-  ksft_test_result(s.writes === 3n && s.reads === 3n && s.failures === 0n, `the region counted 3 writes and 3 reads (${s.writes}/${s.reads})`);
-
-  vcpu_run(vcpu);
-  uc = get_ucall(vcpu);
-  if (uc.cmd === UCALL_ABORT) REPORT_GUEST_ASSERT(uc);
-  TEST_ASSERT(uc.cmd === UCALL_DONE, `expected UCALL_DONE, got ${uc.cmd}`);
-  s = vm_ioregion_stats(vm)[0];
-  ksft_test_result(s.writes === 8n, `rep outsb of 5 elements sent 5 commands (writes ${s.writes})`);
+  return { vm, vcpu, dev };
+}, async ({ vm, dev }) => {
   kvm_vm_free(vm);
-  const status = await dev.stop();
-  ksft_test_result(status.code === 0, `the device task exits 0 once the VM is gone (${JSON.stringify(status)})`);
-  ksft_finished();
-}
+  await dev.stop();
+});
 
-if (require.main === module) void main();
+TEST_STEPS(testdev, [
+  ['out 0x1234 / in 0x1238 echo 0x44, 0x3344, 0x11223344 without a PIO exit', ({ vcpu }) => {
+    vcpu_run(vcpu);
+    const uc = get_ucall(vcpu);
+    if (uc.cmd === UCALL_ABORT) REPORT_GUEST_ASSERT(uc);
+    return uc.cmd === UCALL_SYNC;
+  }],
+  ['the region counted 3 writes and 3 reads', ({ vm }) => {
+    const s = vm_ioregion_stats(vm)[0];
+    TH_LOG(`${s.writes}/${s.reads}`);
+    return s.writes === 3n && s.reads === 3n && s.failures === 0n;
+  }],
+  ['rep outsb of 5 elements sent 5 commands', ({ vm, vcpu }) => {
+    vcpu_run(vcpu);
+    const uc = get_ucall(vcpu);
+    if (uc.cmd === UCALL_ABORT) REPORT_GUEST_ASSERT(uc);
+    TEST_ASSERT(uc.cmd === UCALL_DONE, `expected UCALL_DONE, got ${uc.cmd}`);
+    const s = vm_ioregion_stats(vm)[0];
+    TH_LOG(`writes ${s.writes}`);
+    return s.writes === 8n;
+  }],
+  ['the device task exits 0 once the VM is gone', async ({ vm, dev }) => {
+    kvm_vm_free(vm);
+    const status = await dev.stop();
+    TH_LOG(JSON.stringify(status));
+    return status.code === 0;
+  }],
+]);
+
+if (require.main === module) {
+  TEST_REQUIRE(kvm_has_cap(KVM_CAP_IOREGIONFD), 'kvm_has_cap(KVM_CAP_IOREGIONFD)');
+  void test_harness_run();
+}

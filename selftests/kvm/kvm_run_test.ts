@@ -6,7 +6,7 @@
 import * as fs from 'fs';
 import { EINTR } from '../../proto/errno';
 import { EMU_ATTN_KICK, KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_IOREGIONFD_FAILURE, RUN } from '../../proto/kvm-uapi';
-import { ksft_finished, ksft_print_header, ksft_set_plan, ksft_test_result } from '../kselftest';
+import { FIXTURE, TEST_STEPS, test_harness_run, TH_LOG } from '../kselftest_harness';
 import { GUEST_DONE, GUEST_SYNC, GUEST_SYNC_ARGS, inl } from './lib/guest';
 import {
   __vcpu_run, exit_reason, kvm_vm_free, KvmVcpu, le_store, run_io, vcpu_kick, vcpu_run, vm_create_with_one_vcpu,
@@ -36,57 +36,61 @@ function nextUcall(vcpu: KvmVcpu): Ucall | undefined {
   return undefined;
 }
 
-function main(): void {
-  ksft_print_header();
-  ksft_set_plan(6);
+const rig = FIXTURE('guest', () => {
   const [vm, vcpu] = vm_create_with_one_vcpu(guest_code);
-  const word = kickWord(vcpu);
+  return { vm, vcpu, word: kickWord(vcpu) };
+}, ({ vm }) => kvm_vm_free(vm));
 
+TEST_STEPS(rig, [
   // Every bit but the kick request set: the kernel-model's old private bits (stop, update, interrupt).
-  Atomics.store(word, 0, ~EMU_ATTN_KICK);
-  let uc = nextUcall(vcpu);
-  ksft_test_result(uc?.cmd === UCALL_SYNC && uc.args[1] === 1n, `with 0x${(~EMU_ATTN_KICK >>> 0).toString(16)} at kvm_run + 3072, KVM_RUN still runs the guest to its next ucall`);
-
+  [`with 0x${(~EMU_ATTN_KICK >>> 0).toString(16)} at kvm_run + 3072, KVM_RUN still runs the guest to its next ucall`, ({ vcpu, word }) => {
+    Atomics.store(word, 0, ~EMU_ATTN_KICK);
+    const uc = nextUcall(vcpu);
+    return uc?.cmd === UCALL_SYNC && uc.args[1] === 1n;
+  }],
   // All bits: one kick (EINTR, KVM_EXIT_INTR), the rest ignored; the next KVM_RUN runs on.
-  Atomics.store(word, 0, -1);
-  const kicked = __vcpu_run(vcpu);
-  const intr = exit_reason(vcpu);
-  uc = nextUcall(vcpu);
-  ksft_test_result(kicked.ret === -1 && kicked.errno === EINTR && intr === KVM_EXIT_INTR && uc?.cmd === UCALL_SYNC && uc.args[1] === 2n,
-    `with every bit set, KVM_RUN returns EINTR / KVM_EXIT_INTR once (${kicked.errno}, exit ${intr}) and then runs the guest on`);
-  ksft_test_result((Atomics.load(word, 0) & EMU_ATTN_KICK) === 0, 'taking the kick cleared the request bit, and only it counts');
-
+  ['with every bit set, KVM_RUN returns EINTR / KVM_EXIT_INTR once and then runs the guest on', ({ vcpu, word }) => {
+    Atomics.store(word, 0, -1);
+    const kicked = __vcpu_run(vcpu);
+    const intr = exit_reason(vcpu);
+    const uc = nextUcall(vcpu);
+    TH_LOG(`errno ${kicked.errno}, exit ${intr}`);
+    return kicked.ret === -1 && kicked.errno === EINTR && intr === KVM_EXIT_INTR && uc?.cmd === UCALL_SYNC && uc.args[1] === 2n;
+  }],
+  ['taking the kick cleared the request bit, and only it counts', ({ word }) => (Atomics.load(word, 0) & EMU_ATTN_KICK) === 0],
   // The VMM's real kick (request bit + kick eventfd) still works after all that.
-  Atomics.store(word, 0, 0);
-  vcpu_kick(vcpu);
-  const again = __vcpu_run(vcpu);
-  const againExit = exit_reason(vcpu);
-  uc = nextUcall(vcpu);
-  ksft_test_result(again.ret === -1 && again.errno === EINTR && againExit === KVM_EXIT_INTR && uc?.cmd === UCALL_SYNC && uc.args[1] === 3n,
-    'vcpu_kick() still interrupts the next KVM_RUN once');
-
+  ['vcpu_kick() still interrupts the next KVM_RUN once', ({ vcpu, word }) => {
+    Atomics.store(word, 0, 0);
+    vcpu_kick(vcpu);
+    const again = __vcpu_run(vcpu);
+    const againExit = exit_reason(vcpu);
+    const uc = nextUcall(vcpu);
+    return again.ret === -1 && again.errno === EINTR && againExit === KVM_EXIT_INTR && uc?.cmd === UCALL_SYNC && uc.args[1] === 3n;
+  }],
   // An IN exit whose exit_reason the VMM overwrites before completing it: the kernel-model completes
   // the exit it reported (KVM_EXIT_IO, data at data_offset), not what kvm_run says now.
-  vcpu_run(vcpu);
-  TEST_ASSERT(exit_reason(vcpu) === KVM_EXIT_IO && run_io(vcpu).port === PORT, 'the guest stopped at its inl');
-  le_store(run_io(vcpu).data, 4, 0x600dcafen);
-  vcpu.kvmRun.setUint32(RUN.exit_reason, KVM_EXIT_IOREGIONFD_FAILURE, true);
-  vcpu.kvmRun.setBigUint64(RUN.iofail_data, 0xbadn, true);
-  uc = nextUcall(vcpu);
-  ksft_test_result(uc?.cmd === UCALL_SYNC && uc.args[1] === 4n && uc.args[2] === 0x600dcafen,
-    `an overwritten exit_reason does not change how the IN completes (guest got 0x${uc?.args[2]?.toString(16)})`);
-  vcpu_run(vcpu);
-  TEST_ASSERT(get_ucall(vcpu).cmd === UCALL_DONE, 'the guest finished');
+  ['an overwritten exit_reason does not change how the IN completes', ({ vcpu }) => {
+    vcpu_run(vcpu);
+    TEST_ASSERT(exit_reason(vcpu) === KVM_EXIT_IO && run_io(vcpu).port === PORT, 'the guest stopped at its inl');
+    le_store(run_io(vcpu).data, 4, 0x600dcafen);
+    vcpu.kvmRun.setUint32(RUN.exit_reason, KVM_EXIT_IOREGIONFD_FAILURE, true);
+    vcpu.kvmRun.setBigUint64(RUN.iofail_data, 0xbadn, true);
+    const uc = nextUcall(vcpu);
+    TH_LOG(`the guest got 0x${uc?.args[2]?.toString(16)}`);
+    vcpu_run(vcpu);
+    TEST_ASSERT(get_ucall(vcpu).cmd === UCALL_DONE, 'the guest finished');
+    return uc?.cmd === UCALL_SYNC && uc.args[1] === 4n && uc.args[2] === 0x600dcafen;
+  }],
+  ['the kvm_run memfd cannot be truncated', ({ vcpu }) => {
+    let truncated = 'succeeded';
+    try {
+      fs.ftruncateSync(vcpu.runFd, 0);
+    } catch (e) {
+      truncated = (e as NodeJS.ErrnoException).code ?? 'failed';
+    }
+    TH_LOG(truncated);
+    return truncated === 'EPERM';
+  }],
+]);
 
-  let truncated = 'succeeded';
-  try {
-    fs.ftruncateSync(vcpu.runFd, 0);
-  } catch (e) {
-    truncated = (e as NodeJS.ErrnoException).code ?? 'failed';
-  }
-  ksft_test_result(truncated === 'EPERM', `the kvm_run memfd cannot be truncated (${truncated})`);
-  kvm_vm_free(vm);
-  ksft_finished();
-}
-
-if (require.main === module) main();
+if (require.main === module) void test_harness_run();

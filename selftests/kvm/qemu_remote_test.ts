@@ -13,7 +13,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { errnoName } from '../../proto/errno';
 import { KVM_CAP_IOREGIONFD, KVM_EXIT_MMIO } from '../../proto/kvm-uapi';
-import { ksft_finished, ksft_print_header, ksft_print_msg, ksft_set_plan, ksft_test_result } from '../kselftest';
+import { EXPECT, EXPECT_EQ, FIXTURE, TEST, TEST_F, TEST_STEPS, test_harness_run, TH_LOG } from '../kselftest_harness';
 import { ExitStatus } from './lib/device_task';
 import { GUEST_ASSERT, GUEST_ASSERT_EQ, GUEST_DONE, GUEST_SYNC_ARGS, inb, outb, readb, readl, readq, writeb, writel, writeq } from './lib/guest';
 import { __vm_deassign_ioregion, vm_ioregion_stats } from './lib/ioregionfd';
@@ -170,7 +170,18 @@ function blockedReadFd(pid: number): number | undefined {
 
 const show = (s: ExitStatus | undefined) => (s ? (s.signal ?? `exit ${s.code}`) : 'still running');
 
-async function testdevTests(): Promise<void> {
+interface TestdevRun {
+  vm: KvmVm;
+  dev: QemuDevice;
+  freed: boolean;
+  /** Per test of pci-testdev: test, width, offset, data, count, as the guest read them. */
+  headers: bigint[][];
+  /** The last GUEST_SYNC: count and offset of the last I/O test read 4 bytes at a time. */
+  last: Ucall;
+}
+
+/** testdev_guest run to its end against pci-testdev; what it reported is kept for the checks. */
+const testdevRun = FIXTURE('testdev', (): TestdevRun => {
   const { vm, vcpu, dev } = testdevVm(testdev_guest);
   const headers: bigint[][] = [];
   for (let n = 0; n < 6; n++) {
@@ -178,43 +189,108 @@ async function testdevTests(): Promise<void> {
     TEST_ASSERT(uc.cmd === UCALL_SYNC && uc.args[1] === BigInt(n), `expected GUEST_SYNC(${n}), got ucall ${uc.cmd} stage ${uc.args[1]}`);
     headers.push(uc.args.slice(2, 7));
   }
-  const expected = TEST_NAMES.map((_, n) => {
-    const kind = Math.floor(n / 3);
-    return [BigInt(n), 1n, BigInt((kind === 0 ? 2048 : 128) + n), n % 3 === 1 ? 0xcen : 0xfan];
-  });
-  const fmt = (h: bigint[]) => h.map((v) => `0x${v.toString(16)}`).join(' ');
-  for (let n = 0; n < 6; n++) {
-    const ok = expected[n].every((v, i) => headers[n][i] === v);
-    ksft_test_result(ok, `${TEST_NAMES[n]} selected from guest code over ${n < 3 ? 'MMIO' : 'PIO'}: header test/width/offset/data ${fmt(headers[n].slice(0, 4))}, name checked in the guest`);
-  }
-  for (let n = 0; n < 6; n++) {
-    // no-eventfd counts every matching write; the eventfd tests hand the writes to an eventfd that
-    // the remote's memory core registered, so the device never sees them (kvm-unit-tests allows 0).
-    const want = n % 3 === 0 ? BigInt(WRITES) : 0n;
-    ksft_test_result(headers[n][4] === want, `${TEST_NAMES[n]}: ${WRITES} writes of data at its offset, count ${headers[n][4]} (expected ${want})`);
-  }
   const last = nextUcall(vcpu);
-  const wideOk = last.cmd === UCALL_SYNC && last.args[1] === 6n && last.args[2] === 0n && last.args[3] === 0x80n + 5n;
-  ksft_test_result(wideOk, `4-byte reads of 1-byte-wide registers come back whole (count 0x${last.args[2].toString(16)}, offset 0x${last.args[3].toString(16)} of the last I/O test)`);
   TEST_ASSERT(nextUcall(vcpu).cmd === UCALL_DONE, 'the guest finishes');
+  return { vm, dev, freed: false, headers, last };
+}, async (r) => {
+  if (!r.freed) kvm_vm_free(r.vm);
+  await r.dev.stop();
+});
 
-  const [mmio, pio] = [MMIO_BAR, BigInt(PIO_BAR)].map((gpa) => vm_ioregion_stats(vm).find((s) => s.guestPaddr === gpa)!);
+const fmt = (h: bigint[]) => h.map((v) => `0x${v.toString(16)}`).join(' ');
+
+TEST_NAMES.forEach((testName, n) => {
+  const kind = Math.floor(n / 3);
+  const expected = [BigInt(n), 1n, BigInt((kind === 0 ? 2048 : 128) + n), n % 3 === 1 ? 0xcen : 0xfan];
+  TEST_F(testdevRun, `${testName} selected from guest code over ${n < 3 ? 'MMIO' : 'PIO'}: header test/width/offset/data ${fmt(expected)}, name checked in the guest`, ({ headers }) => {
+    TH_LOG(`header ${fmt(headers[n].slice(0, 4))}`);
+    EXPECT(expected.every((v, i) => headers[n][i] === v), 'the header as pci-testdev defines it');
+  });
+});
+TEST_NAMES.forEach((testName, n) => {
+  // no-eventfd counts every matching write; the eventfd tests hand the writes to an eventfd that
+  // the remote's memory core registered, so the device never sees them (kvm-unit-tests allows 0).
+  const want = n % 3 === 0 ? BigInt(WRITES) : 0n;
+  TEST_F(testdevRun, `${testName}: ${WRITES} writes of data at its offset, count ${want}`, ({ headers }) => void EXPECT_EQ(headers[n][4], want, 'count'));
+});
+TEST_F(testdevRun, '4-byte reads of 1-byte-wide registers come back whole', ({ last }) => {
+  TH_LOG(`count 0x${last.args[2].toString(16)}, offset 0x${last.args[3].toString(16)} of the last I/O test`);
+  EXPECT(last.cmd === UCALL_SYNC && last.args[1] === 6n && last.args[2] === 0n && last.args[3] === 0x80n + 5n, 'count 0 at offset 0x85');
+});
+
+const barStats = (vm: KvmVm) => [MMIO_BAR, BigInt(PIO_BAR)].map((gpa) => vm_ioregion_stats(vm).find((s) => s.guestPaddr === gpa)!);
+
+TEST_F(testdevRun, 'posted writes stay posted: BAR0 (KVM_IOREGION_POSTED_WRITES) 18 posted / 0 waited, BAR1 0 / 18; failures 0', ({ vm }) => {
+  const [mmio, pio] = barStats(vm);
   // Per kind: 3 selects + 3 x 5 data writes; BAR0's are posted, BAR1's are not.
-  ksft_test_result(mmio.postedWrites === 18n && mmio.writes === 0n && pio.writes === 18n && pio.postedWrites === 0n && mmio.failures + pio.failures === 0n,
-    `posted writes stay posted: BAR0 (KVM_IOREGION_POSTED_WRITES) ${mmio.postedWrites} posted / ${mmio.writes} waited, BAR1 ${pio.postedWrites} / ${pio.writes}; failures ${mmio.failures + pio.failures}`);
-  ksft_test_result(mmio.pio === false && pio.pio === true && mmio.userData === 0n && pio.userData === 1n && mmio.reads > 0n && pio.reads > 0n,
-    `BAR0 is an MMIO ioregion with user_data 0, BAR1 a PIO ioregion with user_data 1 (reads ${mmio.reads} / ${pio.reads})`);
-
-  const qpid = dev.remote_pid();
+  TH_LOG(`BAR0 ${mmio.postedWrites} / ${mmio.writes}, BAR1 ${pio.postedWrites} / ${pio.writes}; failures ${mmio.failures + pio.failures}`);
+  EXPECT(mmio.postedWrites === 18n && mmio.writes === 0n && pio.writes === 18n && pio.postedWrites === 0n && mmio.failures + pio.failures === 0n,
+    'the counts');
+});
+TEST_F(testdevRun, 'BAR0 is an MMIO ioregion with user_data 0, BAR1 a PIO ioregion with user_data 1', ({ vm }) => {
+  const [mmio, pio] = barStats(vm);
+  TH_LOG(`reads ${mmio.reads} / ${pio.reads}`);
+  EXPECT(mmio.pio === false && pio.pio === true && mmio.userData === 0n && pio.userData === 1n && mmio.reads > 0n && pio.reads > 0n, 'the regions');
+});
+TEST_F(testdevRun, 'freeing the VM ends the device task and its remote QEMU', async (r) => {
+  const qpid = r.dev.remote_pid();
   TEST_ASSERT(qpid !== undefined, 'the device task has a qemu-system child');
-  kvm_vm_free(vm);
-  const status = await exitedWithin(dev);
-  ksft_test_result(status?.code === 0 && process_gone(qpid),
-    `freeing the VM ends the device task (${show(status)}) and its remote QEMU (pid ${qpid} ${process_gone(qpid) ? 'gone' : 'still running'})`);
-  await dev.stop();
+  kvm_vm_free(r.vm);
+  r.freed = true;
+  const status = await exitedWithin(r.dev);
+  TH_LOG(`${show(status)}, remote pid ${qpid} ${process_gone(qpid) ? 'gone' : 'still running'}`);
+  EXPECT(status?.code === 0 && process_gone(qpid), 'exit 0, remote gone');
+});
+
+interface Nvme {
+  dir: string;
+  vm: KvmVm;
+  vcpu: KvmVcpu;
+  dev: QemuDevice;
+  freed: boolean;
 }
 
-async function channelCloseTest(): Promise<void> {
+/** nvme_guest against QEMU's nvme on a 1 MiB image, BAR0 (64-bit) placed at NVME_BAR. */
+const nvmeRun = FIXTURE('nvme', (): Nvme => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qemu-remote-nvme-'));
+  const image = path.join(dir, 'nvme.img');
+  fs.writeFileSync(image, Buffer.alloc(1 << 20));
+  const vm = vm_create();
+  vm_create_irqchip(vm);
+  const vcpu = vm_vcpu_add(vm, 0, nvme_guest);
+  vcpu_args_set(vcpu, NVME_BAR, vm_alloc(vm, 0x2000, 0x1000));
+  // The config the issue names: {"device": "nvme", "drive": IMAGE, "serial": "..."}, BAR0 (64-bit) placed.
+  const dev = spawn_qemu_device({ vm, device: 'nvme', drive: image, props: { serial: 'qemu-remote-test' }, intx_gsi: 10, bars: { 0: { gpa: NVME_BAR, size: NVME_BAR_SIZE } } });
+  dev.closeChannelFds();
+  return { dir, vm, vcpu, dev, freed: false };
+}, async (s) => {
+  if (!s.freed) kvm_vm_free(s.vm);
+  await s.dev.stop();
+  fs.rmSync(s.dir, { recursive: true, force: true });
+});
+
+TEST_STEPS(nvmeRun, [
+  ['QEMU\'s nvme through ioregionfd: CAP (MQES > 0, CSS has NVM, DSTRD 0), VS 1.x', ({ vcpu }) => {
+    const [cap, vs] = nextUcall(vcpu).args.slice(2);
+    const mqes = cap & 0xffffn;
+    const css = (cap >> 37n) & 0xffn;
+    const dstrd = (cap >> 32n) & 0xfn;
+    TH_LOG(`CAP 0x${cap.toString(16)} (MQES ${mqes}, CSS 0x${css.toString(16)}, DSTRD ${dstrd}), VS 0x${vs.toString(16)}`);
+    return mqes > 0n && (css & 1n) === 1n && dstrd === 0n && vs >> 16n === 1n;
+  }],
+  ['64-bit register writes reach it: with AQA/ASQ/ACQ set, CC.EN brings CSTS.RDY, CC.EN=0 clears it', async (s) => {
+    const [ready, off, asq] = nextUcall(s.vcpu).args.slice(2);
+    TH_LOG(`CSTS 0x${ready.toString(16)}, then 0x${off.toString(16)}`);
+    TEST_ASSERT(nextUcall(s.vcpu).cmd === UCALL_DONE, 'the guest finishes');
+    kvm_vm_free(s.vm);
+    s.freed = true;
+    const status = await exitedWithin(s.dev);
+    TEST_ASSERT(status?.code === 0, `the nvme device task exits 0 (${show(status)})`);
+    return (ready & 1n) === 1n && (off & 1n) === 0n && asq !== 0n;
+  }],
+]);
+
+TEST('closing its channels (every region deassigned) ends the device task and its remote', async () => {
   const { vm, vcpu, dev } = testdevVm(one_read_guest);
   nextUcall(vcpu);
   const qpid = dev.remote_pid();
@@ -225,63 +301,79 @@ async function channelCloseTest(): Promise<void> {
   for (const r of dev.regions) TEST_ASSERT(__vm_deassign_ioregion(vm, r.guest_paddr, r.memory_size, r.flags ?? 0).ret === 0, 'deassign');
   TEST_ASSERT(nextUcall(vcpu).cmd === UCALL_DONE, 'the guest finishes');
   const status = await exitedWithin(dev);
-  ksft_test_result(status?.code === 0 && process_gone(qpid),
-    `closing its channels (every region deassigned) ends the device task (${show(status)}) and its remote (pid ${qpid})`);
   kvm_vm_free(vm);
   await dev.stop();
-}
+  TH_LOG(`${show(status)}, remote pid ${qpid}`);
+  EXPECT(status?.code === 0 && process_gone(qpid), 'exit 0, remote gone');
+});
 
-async function sigkillTaskTest(): Promise<void> {
+TEST('SIGKILL of the device task ends its remote too', async () => {
   const { vm, vcpu, dev } = testdevVm(one_read_guest);
   nextUcall(vcpu);
   const qpid = dev.remote_pid();
   TEST_ASSERT(qpid !== undefined, 'the device task has a qemu-system child');
   process.kill(dev.pid, 'SIGKILL');
   const status = await exitedWithin(dev);
-  ksft_test_result(status?.signal === 'SIGKILL' && waitFor(() => process_gone(qpid)),
-    `SIGKILL of the device task (${show(status)}) ends its remote too (pid ${qpid} ${process_gone(qpid) ? 'gone' : 'still running'})`);
+  const gone = waitFor(() => process_gone(qpid));
   kvm_vm_free(vm);
   await dev.stop();
+  TH_LOG(`${show(status)}, remote pid ${qpid} ${gone ? 'gone' : 'still running'}`);
+  EXPECT(status?.signal === 'SIGKILL' && gone, 'killed, remote gone');
+});
+
+interface Killed {
+  vm: KvmVm;
+  vcpu: KvmVcpu;
+  dev: QemuDevice;
 }
 
-async function killedMidAccessTest(): Promise<void> {
+/** killed_guest against pci-testdev's BAR0 (not posted), past its first read. */
+const killedRun = FIXTURE('killed_mid_access', (): Killed => {
   const [vm, vcpu] = vm_create_with_one_vcpu(killed_guest);
   vcpu_args_set(vcpu, MMIO_BAR);
   const dev = spawn_qemu_device({ vm, device: 'pci-testdev', bars: { 0: { gpa: MMIO_BAR, size: MMIO_SIZE } } });
   dev.closeChannelFds();
   const first = nextUcall(vcpu);
   TEST_ASSERT(first.args[1] === 1n && first.args[2] === 0xfan, `the first read works (data 0x${first.args[2].toString(16)})`);
-  const qpid = dev.remote_pid();
-  TEST_ASSERT(qpid !== undefined, 'the device task has a qemu-system child');
-  // The task is idle now: its main thread waits on its channel.
-  TEST_ASSERT(waitFor(() => blockedReadFd(dev.pid) !== undefined), 'the device task never blocked on its channel');
-  const channelFd = blockedReadFd(dev.pid);
-  // Freeze the remote, start the access, and wait until the bridge sits waiting for the remote's
-  // answer (blocked in read on its remote socket, not on the channel): the access is in flight.
-  process.kill(qpid, 'SIGSTOP');
-  __vcpu_run_start(vcpu);
-  const inFlight = waitFor(() => {
-    const fd = blockedReadFd(dev.pid);
-    return fd !== undefined && fd !== channelFd;
-  });
-  TEST_ASSERT(inFlight, `the device task never blocked on its remote (channel fd ${channelFd})`);
-  process.kill(qpid, 'SIGKILL');
-  const r = __vcpu_run_wait(vcpu);
-  const m = run_mmio(vcpu);
-  const s = vm_ioregion_stats(vm)[0];
-  ksft_test_result(r.ret === 0 && exit_reason(vcpu) === KVM_EXIT_MMIO && m.physAddr === MMIO_BAR + 8n && m.len === 1 && s.failures === 1n,
-    `a remote killed mid-access: the access falls back to KVM_EXIT_MMIO (${exit_reason_str(exit_reason(vcpu))} at 0x${m.physAddr.toString(16)}), ` +
-    `counted as a failure (${s.failures}, ${errnoName(s.lastErrno)}), no hang`);
-  le_store(m.data, 1, 0x5an);
-  const second = nextUcall(vcpu);
-  const status = await exitedWithin(dev);
-  ksft_test_result(second.args[1] === 2n && second.args[2] === 0x5an && status?.code === 4,
-    `the VMM completes the access and the guest goes on (0x${second.args[2].toString(16)}); the device task ends with exit 4, remote gone (${show(status)})`);
+  return { vm, vcpu, dev };
+}, async ({ vm, dev }) => {
   kvm_vm_free(vm);
   await dev.stop();
-}
+});
 
-async function killedIdleTest(): Promise<void> {
+TEST_STEPS(killedRun, [
+  ['a remote killed mid-access: the access falls back to KVM_EXIT_MMIO, counted as a failure, no hang', ({ vm, vcpu, dev }) => {
+    const qpid = dev.remote_pid();
+    TEST_ASSERT(qpid !== undefined, 'the device task has a qemu-system child');
+    // The task is idle now: its main thread waits on its channel.
+    TEST_ASSERT(waitFor(() => blockedReadFd(dev.pid) !== undefined), 'the device task never blocked on its channel');
+    const channelFd = blockedReadFd(dev.pid);
+    // Freeze the remote, start the access, and wait until the bridge sits waiting for the remote's
+    // answer (blocked in read on its remote socket, not on the channel): the access is in flight.
+    process.kill(qpid, 'SIGSTOP');
+    __vcpu_run_start(vcpu);
+    const inFlight = waitFor(() => {
+      const fd = blockedReadFd(dev.pid);
+      return fd !== undefined && fd !== channelFd;
+    });
+    TEST_ASSERT(inFlight, `the device task never blocked on its remote (channel fd ${channelFd})`);
+    process.kill(qpid, 'SIGKILL');
+    const r = __vcpu_run_wait(vcpu);
+    const m = run_mmio(vcpu);
+    const s = vm_ioregion_stats(vm)[0];
+    TH_LOG(`${exit_reason_str(exit_reason(vcpu))} at 0x${m.physAddr.toString(16)}, failures ${s.failures}, ${errnoName(s.lastErrno)}`);
+    return r.ret === 0 && exit_reason(vcpu) === KVM_EXIT_MMIO && m.physAddr === MMIO_BAR + 8n && m.len === 1 && s.failures === 1n;
+  }],
+  ['the VMM completes the access and the guest goes on; the device task ends with exit 4, remote gone', async ({ vcpu, dev }) => {
+    le_store(run_mmio(vcpu).data, 1, 0x5an);
+    const second = nextUcall(vcpu);
+    const status = await exitedWithin(dev);
+    TH_LOG(`0x${second.args[2].toString(16)}, ${show(status)}`);
+    return second.args[1] === 2n && second.args[2] === 0x5an && status?.code === 4;
+  }],
+]);
+
+TEST('a remote killed while its task is idle ends the task at once, so the next access takes the failure path instead of reaching a dead device', async () => {
   const [vm, vcpu] = vm_create_with_one_vcpu(killed_guest);
   vcpu_args_set(vcpu, MMIO_BAR);
   const dev = spawn_qemu_device({ vm, device: 'pci-testdev', bars: { 0: { gpa: MMIO_BAR, size: MMIO_SIZE } } });
@@ -295,47 +387,16 @@ async function killedIdleTest(): Promise<void> {
   vcpu_run(vcpu);
   const m = run_mmio(vcpu);
   const s = vm_ioregion_stats(vm)[0];
-  ksft_test_result(status?.code === 4 && exit_reason(vcpu) === KVM_EXIT_MMIO && m.physAddr === MMIO_BAR + 8n && s.failures === 1n,
-    `a remote killed while its task is idle ends the task at once (${show(status)}), so the next access takes the failure path ` +
-    `(${exit_reason_str(exit_reason(vcpu))}, ${errnoName(s.lastErrno)}) instead of reaching a dead device`);
+  TH_LOG(`${show(status)}; ${exit_reason_str(exit_reason(vcpu))}, ${errnoName(s.lastErrno)}`);
+  EXPECT(status?.code === 4 && exit_reason(vcpu) === KVM_EXIT_MMIO && m.physAddr === MMIO_BAR + 8n && s.failures === 1n,
+    'the task exits 4 and the next access exits KVM_EXIT_MMIO, counted as a failure');
   le_store(m.data, 1, 0n);
   nextUcall(vcpu);
   kvm_vm_free(vm);
   await dev.stop();
-}
+});
 
-async function nvmeTest(): Promise<void> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qemu-remote-nvme-'));
-  const image = path.join(dir, 'nvme.img');
-  fs.writeFileSync(image, Buffer.alloc(1 << 20));
-  try {
-    const vm = vm_create();
-    vm_create_irqchip(vm);
-    const vcpu = vm_vcpu_add(vm, 0, nvme_guest);
-    vcpu_args_set(vcpu, NVME_BAR, vm_alloc(vm, 0x2000, 0x1000));
-    // The config the issue names: {"device": "nvme", "drive": IMAGE, "serial": "..."}, BAR0 (64-bit) placed.
-    const dev = spawn_qemu_device({ vm, device: 'nvme', drive: image, props: { serial: 'qemu-remote-test' }, intx_gsi: 10, bars: { 0: { gpa: NVME_BAR, size: NVME_BAR_SIZE } } });
-    dev.closeChannelFds();
-    const [cap, vs] = nextUcall(vcpu).args.slice(2);
-    const mqes = cap & 0xffffn;
-    const css = (cap >> 37n) & 0xffn;
-    const dstrd = (cap >> 32n) & 0xfn;
-    ksft_test_result(mqes > 0n && (css & 1n) === 1n && dstrd === 0n && vs >> 16n === 1n,
-      `QEMU's nvme through ioregionfd: CAP 0x${cap.toString(16)} (MQES ${mqes}, CSS 0x${css.toString(16)}, DSTRD ${dstrd}), VS 0x${vs.toString(16)}`);
-    const [ready, off, asq] = nextUcall(vcpu).args.slice(2);
-    ksft_test_result((ready & 1n) === 1n && (off & 1n) === 0n && asq !== 0n,
-      `64-bit register writes reach it: with AQA/ASQ/ACQ set, CC.EN brings CSTS.RDY (0x${ready.toString(16)}), CC.EN=0 clears it (0x${off.toString(16)})`);
-    TEST_ASSERT(nextUcall(vcpu).cmd === UCALL_DONE, 'the guest finishes');
-    kvm_vm_free(vm);
-    const status = await exitedWithin(dev);
-    TEST_ASSERT(status?.code === 0, `the nvme device task exits 0 (${show(status)})`);
-    await dev.stop();
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-}
-
-async function cannotStartTest(): Promise<void> {
+TEST('QEMU\'s edu cannot start in a remote (it insists on MSI): the device task exits 2 and the guest\'s read falls back to an ordinary exit', async () => {
   const [vm, vcpu] = vm_create_with_one_vcpu(one_read_guest);
   vcpu_args_set(vcpu, MMIO_BAR);
   const dev = spawn_qemu_device({ vm, device: 'edu', bars: { 0: { gpa: MMIO_BAR, size: 0x100000n } } });
@@ -344,27 +405,15 @@ async function cannotStartTest(): Promise<void> {
   const reason = exit_reason(vcpu);
   const s = vm_ioregion_stats(vm)[0];
   const status = await exitedWithin(dev);
-  ksft_test_result(reason === KVM_EXIT_MMIO && run_mmio(vcpu).physAddr === MMIO_BAR && s.failures === 1n && status?.code === 2,
-    `QEMU's edu cannot start in a remote (it insists on MSI): the device task exits 2 (${show(status)}) and the guest's read ` +
-    `falls back to ${exit_reason_str(reason)} (${errnoName(s.lastErrno)})`);
+  TH_LOG(`${show(status)}; ${exit_reason_str(reason)} (${errnoName(s.lastErrno)})`);
+  EXPECT(reason === KVM_EXIT_MMIO && run_mmio(vcpu).physAddr === MMIO_BAR && s.failures === 1n && status?.code === 2,
+    'exit 2, and KVM_EXIT_MMIO at BAR0 counted as a failure');
   kvm_vm_free(vm);
   await dev.stop();
-}
+});
 
-async function main(): Promise<void> {
-  ksft_print_header();
+if (require.main === module) {
   TEST_REQUIRE_QEMU();
   TEST_ASSERT(kvm_has_cap(KVM_CAP_IOREGIONFD), 'KVM_CAP_IOREGIONFD');
-  ksft_set_plan(24);
-  await testdevTests();
-  await nvmeTest();
-  await channelCloseTest();
-  await sigkillTaskTest();
-  await killedMidAccessTest();
-  await killedIdleTest();
-  await cannotStartTest();
-  ksft_print_msg('every remote QEMU started here has exited');
-  ksft_finished();
+  void test_harness_run();
 }
-
-if (require.main === module) void main();

@@ -11,13 +11,13 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { KVM_CAP_IOREGIONFD } from '../../proto/kvm-uapi';
-import { ksft_finished, ksft_print_header, ksft_set_plan, ksft_test_result } from '../kselftest';
+import { FIXTURE, TEST_STEPS, test_harness_run, TH_LOG } from '../kselftest_harness';
 import { ExitStatus } from './lib/device_task';
 import { GUEST_ASSERT, GUEST_ASSERT_EQ, GUEST_DONE, GUEST_SYNC_ARGS, guest_ram, hlt, set_interrupt_handler, sti } from './lib/guest';
 import { vm_create_irqchip } from './lib/irq';
 import { vm_ioregion_stats } from './lib/ioregionfd';
-import { KvmVcpu, kvm_has_cap, kvm_vm_free, vcpu_args_set, vcpu_run, vm_alloc, vm_create, vm_vcpu_add } from './lib/kvm_util';
-import { process_gone, spawn_qemu_device, TEST_REQUIRE_QEMU } from './lib/qemu_device';
+import { KvmVcpu, KvmVm, kvm_has_cap, kvm_vm_free, vcpu_args_set, vcpu_run, vm_alloc, vm_create, vm_vcpu_add } from './lib/kvm_util';
+import { process_gone, QemuDevice, spawn_qemu_device, TEST_REQUIRE_QEMU } from './lib/qemu_device';
 import { get_ucall, REPORT_GUEST_ASSERT, UCALL_ABORT, UCALL_DONE, UCALL_SYNC, Ucall } from './lib/ucall_common';
 import { TEST_ASSERT } from './lib/test_util';
 import {
@@ -151,56 +151,92 @@ function expectSync(vcpu: KvmVcpu, stage: number): bigint[] {
   return uc.args.slice(2);
 }
 
-async function main(): Promise<void> {
-  ksft_print_header();
-  TEST_REQUIRE_QEMU();
-  TEST_ASSERT(kvm_has_cap(KVM_CAP_IOREGIONFD), 'KVM_CAP_IOREGIONFD');
-  ksft_set_plan(10);
+interface Rig {
+  dir: string;
+  image: string;
+  vm: KvmVm;
+  vcpu: KvmVcpu;
+  dev: QemuDevice;
+  freed: boolean;
+  /** Bytes of the read-back that differ from what was written (step "read"). */
+  bad?: bigint;
+}
 
+/** blk_guest with QEMU's virtio-blk-pci behind a PIO ioregion, on a fresh image in a temporary directory. */
+const rig = FIXTURE('virtio_blk', (): Rig => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qemu-virtio-blk-'));
   const image = path.join(dir, 'disk.img');
   fs.writeFileSync(image, Buffer.concat(Array.from({ length: IMAGE_SECTORS }, (_, n) => originalSector(n))));
-  try {
-    const vm = vm_create();
-    vm_create_irqchip(vm);
-    const vcpu = vm_vcpu_add(vm, 0, blk_guest);
-    const area = vm_alloc(vm, 0x6000, 4096);
-    vcpu_args_set(vcpu, PORT, area, GSI);
-    const dev = spawn_qemu_device({
-      vm, device: 'virtio-blk-pci', drive: image, intx_gsi: GSI,
-      bars: { 0: { gpa: BigInt(PORT), size: PORT_SIZE, pio: true, posted: true } },
-    });
-    dev.closeChannelFds();
+  const vm = vm_create();
+  vm_create_irqchip(vm);
+  const vcpu = vm_vcpu_add(vm, 0, blk_guest);
+  const area = vm_alloc(vm, 0x6000, 4096);
+  vcpu_args_set(vcpu, PORT, area, GSI);
+  const dev = spawn_qemu_device({
+    vm, device: 'virtio-blk-pci', drive: image, intx_gsi: GSI,
+    bars: { 0: { gpa: BigInt(PORT), size: PORT_SIZE, pio: true, posted: true } },
+  });
+  dev.closeChannelFds();
+  return { dir, image, vm, vcpu, dev, freed: false };
+}, async (s) => {
+  if (!s.freed) kvm_vm_free(s.vm);
+  await s.dev.stop(10000);
+  fs.rmSync(s.dir, { recursive: true, force: true });
+});
 
+TEST_STEPS(rig, [
+  ['legacy init from guest code: status 0 after reset, 7 (ACK|DRIVER|DRIVER_OK) after, queue 0 of 256, ' +
+    `capacity ${IMAGE_SECTORS} sectors`, ({ vcpu }) => {
     const [afterReset, st, host, qsize, capacity] = expectSync(vcpu, 1);
-    ksft_test_result(afterReset === 0n && st === 7n && qsize === 256n && capacity === BigInt(IMAGE_SECTORS),
-      `legacy init from guest code: status 0 after reset, ${st} (ACK|DRIVER|DRIVER_OK) after, queue 0 of ${qsize}, ` +
-      `capacity ${capacity} sectors (host features 0x${host.toString(16)})`);
+    TH_LOG(`status ${afterReset} then ${st}, queue 0 of ${qsize}, capacity ${capacity}, host features 0x${host.toString(16)}`);
+    return afterReset === 0n && st === 7n && qsize === 256n && capacity === BigInt(IMAGE_SECTORS);
+  }],
+  [`write of ${WRITE_COUNT} sectors as a ${WRITE_COUNT + 2}-descriptor chain: status 0, used len 1, 1 interrupt`, ({ vcpu }) => {
     const [wStatus, wLen, wIrqs] = expectSync(vcpu, 2);
-    ksft_test_result(wStatus === BigInt(VIRTIO_BLK_S_OK) && wLen === 1n && wIrqs === 1n,
-      `write of ${WRITE_COUNT} sectors as a ${WRITE_COUNT + 2}-descriptor chain: status ${wStatus}, used len ${wLen}, ${wIrqs} interrupt`);
-    const [rStatus, rLen, rIrqs, bad] = expectSync(vcpu, 3);
-    ksft_test_result(rStatus === BigInt(VIRTIO_BLK_S_OK) && rLen === BigInt(READ_COUNT * VIRTIO_BLK_SECTOR_SIZE + 1) && rIrqs === 1n,
-      `read of ${READ_COUNT} sectors: status ${rStatus}, used len ${rLen} (data + status byte), ${rIrqs} interrupt`);
-    ksft_test_result(bad === 0n, `the read returns the written sectors and their untouched neighbours (${bad} bytes differ)`);
+    TH_LOG(`status ${wStatus}, used len ${wLen}, ${wIrqs} interrupts`);
+    return wStatus === BigInt(VIRTIO_BLK_S_OK) && wLen === 1n && wIrqs === 1n;
+  }],
+  [`read of ${READ_COUNT} sectors: status 0, used len ${READ_COUNT * VIRTIO_BLK_SECTOR_SIZE + 1} (data + status byte), 1 interrupt`, (s) => {
+    const [rStatus, rLen, rIrqs, bad] = expectSync(s.vcpu, 3);
+    s.bad = bad;
+    TH_LOG(`status ${rStatus}, used len ${rLen}, ${rIrqs} interrupts`);
+    return rStatus === BigInt(VIRTIO_BLK_S_OK) && rLen === BigInt(READ_COUNT * VIRTIO_BLK_SECTOR_SIZE + 1) && rIrqs === 1n;
+  }],
+  ['the read returns the written sectors and their untouched neighbours', ({ bad }) => {
+    TH_LOG(`${bad} bytes differ`);
+    return bad === 0n;
+  }],
+  ['flush: status 0, 1 interrupt', ({ vcpu }) => {
     const [fStatus, fLen, fIrqs] = expectSync(vcpu, 4);
-    ksft_test_result(fStatus === BigInt(VIRTIO_BLK_S_OK) && fLen === 1n && fIrqs === 1n, `flush: status ${fStatus}, ${fIrqs} interrupt`);
+    TH_LOG(`status ${fStatus}, ${fIrqs} interrupts`);
+    return fStatus === BigInt(VIRTIO_BLK_S_OK) && fLen === 1n && fIrqs === 1n;
+  }],
+  [`a read at sector ${IMAGE_SECTORS} (past the end) completes with VIRTIO_BLK_S_IOERR`, ({ vcpu }) => {
     const [eStatus, , eIrqs] = expectSync(vcpu, 5);
-    ksft_test_result(eStatus === BigInt(VIRTIO_BLK_S_IOERR) && eIrqs === 1n, `a read at sector ${IMAGE_SECTORS} (past the end) completes with VIRTIO_BLK_S_IOERR (${eStatus})`);
+    TH_LOG(`status ${eStatus}`);
+    return eStatus === BigInt(VIRTIO_BLK_S_IOERR) && eIrqs === 1n;
+  }],
+  ['resample: a handler that leaves ISR unread gets the interrupt again after its EOI, then reads ISR and it stops', ({ vcpu }) => {
     const [sStatus, , sIrqs] = expectSync(vcpu, 6);
-    ksft_test_result(sStatus === BigInt(VIRTIO_BLK_S_OK) && sIrqs === 2n,
-      `resample: a handler that leaves ISR unread gets the interrupt again after its EOI, then reads ISR and it stops (${sIrqs} interrupts)`);
+    TH_LOG(`${sIrqs} interrupts`);
+    return sStatus === BigInt(VIRTIO_BLK_S_OK) && sIrqs === 2n;
+  }],
+  ['every register access went through the PIO ioregion', ({ vm, vcpu }) => {
     TEST_ASSERT(nextUcall(vcpu).cmd === UCALL_DONE, 'the guest finishes');
     const s = vm_ioregion_stats(vm)[0];
-    ksft_test_result(s.pio && s.postedWrites > 0n && s.writes === 0n && s.failures === 0n,
-      `every register access went through the PIO ioregion: ${s.reads} reads, ${s.postedWrites} posted writes, ${s.failures} failures`);
-
-    const qpid = dev.remote_pid();
+    TH_LOG(`${s.reads} reads, ${s.postedWrites} posted writes, ${s.failures} failures`);
+    return s.pio && s.postedWrites > 0n && s.writes === 0n && s.failures === 0n;
+  }],
+  ['freeing the VM ends the device task and its remote', async (s) => {
+    const qpid = s.dev.remote_pid();
     TEST_ASSERT(qpid !== undefined, 'the device task has a qemu-system child');
-    kvm_vm_free(vm);
-    const status: ExitStatus = await dev.stop(10000);
-    ksft_test_result(status.code === 0 && process_gone(qpid), `freeing the VM ends the device task (exit ${status.code ?? status.signal}) and its remote`);
-
+    kvm_vm_free(s.vm);
+    s.freed = true;
+    const status: ExitStatus = await s.dev.stop(10000);
+    TH_LOG(`exit ${status.code ?? status.signal}`);
+    return status.code === 0 && process_gone(qpid);
+  }],
+  [`the image file holds the guest's ${WRITE_COUNT} sectors at ${WRITE_SECTOR} and nothing else changed`, ({ image }) => {
     const disk = fs.readFileSync(image);
     const sector = (n: number) => disk.subarray(n * VIRTIO_BLK_SECTOR_SIZE, (n + 1) * VIRTIO_BLK_SECTOR_SIZE);
     let diffs = 0;
@@ -209,12 +245,13 @@ async function main(): Promise<void> {
       const want = fresh ? Buffer.from(Array.from({ length: VIRTIO_BLK_SECTOR_SIZE }, (_, i) => written_byte(n, i))) : originalSector(n);
       if (!sector(n).equals(want)) diffs++;
     }
-    ksft_test_result(disk.length === IMAGE_SECTORS * VIRTIO_BLK_SECTOR_SIZE && diffs === 0,
-      `the image file holds the guest's ${WRITE_COUNT} sectors at ${WRITE_SECTOR} and nothing else changed (${diffs} sectors differ)`);
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-  ksft_finished();
-}
+    TH_LOG(`${diffs} sectors differ`);
+    return disk.length === IMAGE_SECTORS * VIRTIO_BLK_SECTOR_SIZE && diffs === 0;
+  }],
+]);
 
-if (require.main === module) void main();
+if (require.main === module) {
+  TEST_REQUIRE_QEMU();
+  TEST_ASSERT(kvm_has_cap(KVM_CAP_IOREGIONFD), 'KVM_CAP_IOREGIONFD');
+  void test_harness_run();
+}

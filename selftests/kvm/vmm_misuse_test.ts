@@ -13,7 +13,7 @@ import * as path from 'path';
 import { GuestEntryType } from '../../proto/control';
 import { EINVAL, errnoName } from '../../proto/errno';
 import { KVM_EMU_SET_GUEST_ENTRY } from '../../proto/kvm-uapi';
-import { ksft_finished, ksft_print_header, ksft_set_plan, ksft_test_result } from '../kselftest';
+import { EXPECT, EXPECT_EQ, TEST, test_harness_run, TH_LOG } from '../kselftest_harness';
 import { spawn_device_task } from './lib/device_task';
 import { vm_ioregion_stats } from './lib/ioregionfd';
 import { __vcpu_ioctl, kvm_dev_pid, kvm_fd, kvm_vm_free, vm_create, vm_vcpu_add } from './lib/kvm_util';
@@ -37,7 +37,7 @@ function childrenOf(pid: number): number[] {
   return out;
 }
 
-function spawnFailure(): void {
+TEST('a device task that cannot start throws and registers no region', () => {
   const vm = vm_create();
   let thrown = '';
   try {
@@ -45,57 +45,54 @@ function spawnFailure(): void {
   } catch (e) {
     thrown = (e as Error).message;
   }
-  ksft_test_result(/cannot run '\/nonexistent\/device-task': ENOENT/.test(thrown) && vm_ioregion_stats(vm).length === 0,
-    `a device task that cannot start throws (${thrown}) and registers no region`);
+  const regions = vm_ioregion_stats(vm).length;
   kvm_vm_free(vm);
-}
+  TH_LOG(thrown);
+  EXPECT(/cannot run '\/nonexistent\/device-task': ENOENT/.test(thrown), 'an ENOENT naming the command');
+  EXPECT_EQ(regions, 0, 'regions registered');
+});
 
-function unguardedGuest(): void {
+TEST('a guest module that starts its test on load: EINVAL naming the fix, and the kernel-model started nothing', () => {
   const vm = vm_create();
   const vcpu = vm_vcpu_add(vm, 0);
   const entry = GuestEntryType.encode({ module: path.join(FIXTURES, 'unguarded_guest.js'), export: 'guest_code' }).finish();
   const r = __vcpu_ioctl(vcpu, KVM_EMU_SET_GUEST_ENTRY, entry);
   const kids = childrenOf(kvm_dev_pid(kvm_fd())!);
-  ksft_test_result(r.ret === -1 && r.errno === EINVAL && /require\.main === module/.test(r.detail) && kids.length === 0,
-    `a guest module that starts its test on load: ${errnoName(r.errno)} naming the fix, and the kernel-model started nothing (children: ${kids.length}) (${r.detail.split(':')[0]})`);
   kvm_vm_free(vm);
-}
+  TH_LOG(`${errnoName(r.errno)}: ${r.detail.split(':')[0]}`);
+  EXPECT(r.ret === -1 && r.errno === EINVAL && /require\.main === module/.test(r.detail), 'EINVAL naming require.main === module');
+  EXPECT_EQ(kids.length, 0, 'kernel-model children');
+});
 
 function misuse(mode: string): { status: number | null; signal: string | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, ['--enable-source-maps', path.join(FIXTURES, 'vmm_misuse.js'), mode], { encoding: 'utf8', timeout: 30000 });
   return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
 }
 
-function guestException(): void {
+TEST('guest code that throws fails the test with the guest\'s exception and its .ts stack', () => {
   const r = misuse('throwing-guest');
-  ksft_test_result(r.status === 254 && /KVM_EXIT_INTERNAL_ERROR/.test(r.stderr) && /deliberate guest bug/.test(r.stderr) && /vmm_misuse\.ts:\d+/.test(r.stderr),
-    `guest code that throws fails the test with the guest's exception and its .ts stack (exit ${r.status ?? r.signal})`);
-}
+  TH_LOG(`exit ${r.status ?? r.signal}`);
+  EXPECT(r.status === 254 && /KVM_EXIT_INTERNAL_ERROR/.test(r.stderr) && /deliberate guest bug/.test(r.stderr) && /vmm_misuse\.ts:\d+/.test(r.stderr),
+    'exit 254 with KVM_EXIT_INTERNAL_ERROR, the exception and a vmm_misuse.ts:LINE frame on stderr');
+});
 
-function freedView(): void {
+TEST('a view read after kvm_vm_free does not crash, and addr_gpa2hva refuses the freed VM', () => {
   const r = misuse('freed-view');
-  ksft_test_result(r.status === 254 && /stale read after kvm_vm_free: 0x5a/.test(r.stdout) && /the VM was freed/.test(r.stderr),
-    `a view read after kvm_vm_free does not crash, and addr_gpa2hva refuses the freed VM (exit ${r.status ?? r.signal})`);
-}
+  TH_LOG(`exit ${r.status ?? r.signal}`);
+  EXPECT(r.status === 254 && /stale read after kvm_vm_free: 0x5a/.test(r.stdout) && /the VM was freed/.test(r.stderr),
+    'exit 254 after the stale read, with "the VM was freed" on stderr');
+});
 
-function kernelModelByHand(): void {
+TEST('the kernel-model with a stream socket on fd 3 exits 2 with a message', () => {
   const asPipe = spawnSync(process.execPath, [KERNEL_MODEL], { stdio: ['ignore', 'pipe', 'pipe', 'pipe'], encoding: 'utf8', timeout: 10000 });
+  TH_LOG(`exit ${asPipe.status ?? asPipe.signal}`);
+  EXPECT(asPipe.status === 2 && /fd 3 must be the system socket .*found a stream socket/.test(asPipe.stderr), 'exit 2 naming the stream socket');
+});
+
+TEST('the kernel-model started with fd 3 closed (Node then opens its own there) exits 2 with a message', () => {
   const closed = spawnSync(process.execPath, [KERNEL_MODEL], { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8', timeout: 10000 });
-  ksft_test_result(asPipe.status === 2 && /fd 3 must be the system socket .*found a stream socket/.test(asPipe.stderr),
-    `the kernel-model with a stream socket on fd 3 exits 2 with a message (exit ${asPipe.status ?? asPipe.signal})`);
-  ksft_test_result(closed.status === 2 && /fd 3 must be the system socket .*found/.test(closed.stderr),
-    `the kernel-model started with fd 3 closed (Node then opens its own there) exits 2 with a message (exit ${closed.status ?? closed.signal})`);
-}
+  TH_LOG(`exit ${closed.status ?? closed.signal}`);
+  EXPECT(closed.status === 2 && /fd 3 must be the system socket .*found/.test(closed.stderr), 'exit 2 naming what was found on fd 3');
+});
 
-function main(): void {
-  ksft_print_header();
-  ksft_set_plan(6);
-  spawnFailure();
-  unguardedGuest();
-  guestException();
-  freedView();
-  kernelModelByHand();
-  ksft_finished();
-}
-
-if (require.main === module) main();
+if (require.main === module) void test_harness_run();
