@@ -24,7 +24,7 @@ import { AccessResult, DEVICE_GONE, IoDevice, IoFailure, ReadResult } from './io
 import { IOREGION_SHARED, IoregionFields, STAT, statCounters } from './ioregionfd-shared';
 import { ContextLock, LeftCommand } from './ioregion-lock';
 import type { DeferredWrites, VcpuPort } from './vcpu-port';
-import type { DeviceDesc, WorkerDevice } from './worker-devices';
+import type { DeviceDesc, WorkerDevice } from './device-desc';
 
 /** Posted writes sent per system call at most (sendmmsg on SEQPACKET, one write on streams and pipes). */
 const POSTED_BATCH = 16;

@@ -10,10 +10,6 @@ import { ioeventfdDevice } from './ioeventfd-device';
 import { createIoregionDevice } from './ioregion-device';
 import type { VcpuPort } from './vcpu-port';
 
-// ioregion-device.ts still takes these two types from here; once it imports them from device-desc.ts,
-// this re-export goes and kernel-model/ has no import cycle, not even a type-only one.
-export type { DeviceDesc, WorkerDevice } from './device-desc';
-
 export function createWorkerDevice(desc: DeviceDesc, port: VcpuPort): WorkerDevice {
   return desc.kind === 'ioregion' ? createIoregionDevice(desc, port) : ioeventfdDevice(desc);
 }
