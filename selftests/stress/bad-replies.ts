@@ -17,8 +17,8 @@
 //   exit after a deassign (never the failure exit), or the VM is destroyed with it pending.
 // Anything else is counted as an undefined outcome, a KVM_RUN that does not come back as a hang.
 
-import { Campaign, CampaignOptions, CampaignResult, emptyResult } from './campaign';
-import { example, KernelModel, waitRun } from './data-path';
+import { Campaign, CampaignResult } from './campaign';
+import { example, KernelModel, runRounds, waitRun } from './data-path';
 import {
   BR_PIO, BR_POSTED_FIRST, BR_POSTED_OFFSET, BR_RESULTS, BR_WRITE, bad_replies_guest,
 } from './guest-code';
@@ -329,23 +329,5 @@ export const badReplies: Campaign = {
   description: 'garbage, short, long, late, unasked-for and missing device replies (then close, kick, deassign, destroy)',
   iterations: 500,
   shortIterations: 20,
-  async run(options: CampaignOptions): Promise<CampaignResult> {
-    const result = emptyResult();
-    const rng = new Rng(options.seed);
-    const km = new KernelModel(result);
-    try {
-      for (let i = 0; i < options.iterations; i++) {
-        const r = chooseRound(rng);
-        const at = `seed ${options.seed} round ${i} (${describe(r)})`;
-        await km.round(result, at, () => round(km, r, at, result));
-        result.rounds++;
-        if ((i + 1) % 50 === 0 || i + 1 === options.iterations) {
-          options.progress(`bad-replies: ${i + 1}/${options.iterations} rounds, ${result.hangs} hangs, ${result.undefinedErrnos} undefined outcomes`);
-        }
-      }
-    } finally {
-      await km.finish();
-    }
-    return result;
-  },
+  run: (options) => runRounds(options, { name: 'bad-replies', unit: 'rounds', every: 50, choose: chooseRound, describe, round }),
 };

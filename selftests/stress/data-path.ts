@@ -3,7 +3,8 @@
 // VM, and the comparison of a device's write log against program order.
 
 import * as fs from 'fs';
-import type { CampaignResult } from './campaign';
+import { CampaignOptions, CampaignResult, emptyResult } from './campaign';
+import { Rng } from '../../device-task/sdk/conformance';
 import { IoctlResult } from '../../proto/control';
 import { ECONNRESET, EIO, EPIPE } from '../../proto/errno';
 import { PollSet, POLLIN } from '../../proto/os';
@@ -208,4 +209,36 @@ export function countComparison(result: CampaignResult, c: LogComparison): void 
   result.duplicatedWrites += c.duplicated;
   result.reorderedWrites += c.reordered;
   result.figures.torn_writes = (result.figures.torn_writes ?? 0) + c.torn;
+}
+
+/** A data-path campaign's rounds: each chosen from the seed and run in one long-lived kernel-model. */
+export interface RoundPlan<R> {
+  name: string;
+  /** What the progress line counts, e.g. 'kills'. */
+  unit: string;
+  /** A progress line every this many rounds. */
+  every: number;
+  choose(rng: Rng): R;
+  describe(r: R): string;
+  round(km: KernelModel, r: R, at: string, result: CampaignResult): Promise<void>;
+}
+
+export async function runRounds<R>(options: CampaignOptions, plan: RoundPlan<R>): Promise<CampaignResult> {
+  const result = emptyResult();
+  const rng = new Rng(options.seed);
+  const km = new KernelModel(result);
+  try {
+    for (let i = 0; i < options.iterations; i++) {
+      const r = plan.choose(rng);
+      const at = `seed ${options.seed} round ${i} (${plan.describe(r)})`;
+      await km.round(result, at, () => plan.round(km, r, at, result));
+      result.rounds++;
+      if ((i + 1) % plan.every === 0 || i + 1 === options.iterations) {
+        options.progress(`${plan.name}: ${i + 1}/${options.iterations} ${plan.unit}, ${result.hangs} hangs, ${result.undefinedErrnos} undefined outcomes`);
+      }
+    }
+  } finally {
+    await km.finish();
+  }
+  return result;
 }

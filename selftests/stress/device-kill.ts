@@ -14,9 +14,9 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { Campaign, CampaignOptions, CampaignResult, emptyResult } from './campaign';
+import { Campaign, CampaignResult } from './campaign';
 import {
-  CHANNEL_ERRNOS, compareLog, countComparison, deviceTaskGone, example, KernelModel, waitRun,
+  CHANNEL_ERRNOS, compareLog, countComparison, deviceTaskGone, example, KernelModel, runRounds, waitRun,
 } from './data-path';
 import { device_kill_guest, FLAG_PIO, writeValue } from './guest-code';
 import { KillPoint, LoggingDeviceConfig, readDeviceLog } from './logging-device';
@@ -173,23 +173,5 @@ export const deviceKill: Campaign = {
   description: 'a device task SIGKILLed at a random point of a transaction (posted and not, MMIO and PIO, every transport)',
   iterations: 200,
   shortIterations: 10,
-  async run(options: CampaignOptions): Promise<CampaignResult> {
-    const result = emptyResult();
-    const rng = new Rng(options.seed);
-    const km = new KernelModel(result);
-    try {
-      for (let i = 0; i < options.iterations; i++) {
-        const r = chooseRound(rng);
-        const at = `seed ${options.seed} round ${i} (${describe(r)})`;
-        await km.round(result, at, () => round(km, r, at, result));
-        result.rounds++;
-        if ((i + 1) % 10 === 0 || i + 1 === options.iterations) {
-          options.progress(`device-kill: ${i + 1}/${options.iterations} kills, ${result.hangs} hangs, ${result.undefinedErrnos} undefined outcomes`);
-        }
-      }
-    } finally {
-      await km.finish();
-    }
-    return result;
-  },
+  run: (options) => runRounds(options, { name: 'device-kill', unit: 'kills', every: 10, choose: chooseRound, describe, round }),
 };
