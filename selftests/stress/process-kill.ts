@@ -15,7 +15,8 @@ import { processAlive, processesMarked, sleep } from './proc';
 import type { VmmReport } from './process_kill_vmm';
 
 const VMM = path.join(__dirname, 'process_kill_vmm.js');
-const MARKER_ENV = 'IOREGIONFD_STRESS_ROUND';
+/** The environment variable that marks every process of one round. */
+export const MARKER_ENV = 'IOREGIONFD_STRESS_ROUND';
 /** A VMM is killed this long after its start at most (Node's start-up included, so early kills hit set-up). */
 const VMM_KILL_WINDOW_MS = 1500;
 /** A kernel-model is killed this long after it exists at most. */
@@ -30,7 +31,7 @@ const START_BOUND_MS = 15_000;
 type Target = 'vmm' | 'kernel-model';
 
 /** A running VMM of one round and what it reported. */
-class VmmUnderTest {
+export class VmmUnderTest {
   readonly child: ChildProcess;
   readonly pids: { kernelModel?: number; deviceTask?: number; qemuTask?: number } = {};
   running = false;
@@ -80,8 +81,8 @@ class VmmUnderTest {
   }
 }
 
-/** The first line of a process's command line, for the report. */
-function commandOf(pid: number): string {
+/** A process's command line (program names shortened), for reports. */
+export function commandOf(pid: number): string {
   try {
     return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).map((a) => path.basename(a)).join(' ').slice(0, 120);
   } catch {
@@ -99,7 +100,7 @@ function memfdMappings(pid: number): number {
 }
 
 /** Processes carrying `marker` once they had `ms` to go. */
-async function survivors(marker: string, ms: number): Promise<number[]> {
+export async function survivors(marker: string, ms: number): Promise<number[]> {
   const deadline = Date.now() + ms;
   let left = processesMarked(marker);
   while (left.length && Date.now() < deadline) {
