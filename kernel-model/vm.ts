@@ -12,6 +12,7 @@ import {
 import { closeQuietly, dup, fileSize, sameFile } from '../proto/os';
 import { adoptBacking, Backing, Memslots, probeMapping } from './memslots';
 import { fail, Handler, ReceivedFds, Reply, SocketServer } from './server';
+import { collectGarbage } from './idle-gc';
 import { VcpuHandle } from './vcpu';
 import { releaseUpdate, type VcpuConfig, type VcpuUpdate } from './vcpu-contract';
 import type { BusName } from './io-bus';
@@ -327,5 +328,6 @@ export class Vm {
     for (const b of this.sharedBuffers.values()) giveBackBlock(b);
     this.sharedBuffers.clear();
     this.onDestroyed(this);
+    collectGarbage('async');
   }
 }

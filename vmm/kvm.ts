@@ -70,7 +70,7 @@ export class Kvm {
     if (opts.ioregionfdCap !== undefined) args.push('--ioregionfd-cap', String(opts.ioregionfdCap));
     if (opts.setIoregionIoctl !== undefined) args.push('--set-ioregion-ioctl', `0x${(opts.setIoregionIoctl >>> 0).toString(16)}`);
     const [ours, theirs] = socketpair('seqpacket');
-    const child = spawn(process.execPath, ['--enable-source-maps', KERNEL_MODEL, ...args], { stdio: ['ignore', 'inherit', 'inherit', theirs] });
+    const child = spawn(process.execPath, ['--enable-source-maps', '--expose-gc', KERNEL_MODEL, ...args], { stdio: ['ignore', 'inherit', 'inherit', theirs] });
     closeQuietly(theirs);
     if (child.pid === undefined) {
       closeQuietly(ours);
