@@ -45,7 +45,7 @@ if (!isMainThread && (workerData as { vcpuPool?: boolean } | null)?.vcpuPool) {
       forgetGuestModules(baseline);
     }
     // The vCPU's objects and modules are garbage now, and this thread has nothing else to do.
-    collectGarbage('sync');
+    collectGarbage();
     parentPort!.postMessage({ done: true } satisfies VcpuWorkerReport);
   });
 }

@@ -328,6 +328,6 @@ export class Vm {
     for (const b of this.sharedBuffers.values()) giveBackBlock(b);
     this.sharedBuffers.clear();
     this.onDestroyed(this);
-    collectGarbage('async');
+    collectGarbage();
   }
 }
