@@ -1,15 +1,18 @@
 // The system fd ("/dev/kvm"): API version, capabilities, VM creation; the kernel-model's lifetime.
 
 import * as os from 'os';
+import { ObjectCountsType } from '../proto/control';
 import { EINVAL } from '../proto/errno';
 import {
   KVM_API_VERSION, KVM_CAP_CHECK_EXTENSION_VM, KVM_CAP_ENABLE_CAP_VM, KVM_CAP_HLT, KVM_CAP_IMMEDIATE_EXIT,
   KVM_CAP_MAX_VCPU_ID, KVM_CAP_MAX_VCPUS, KVM_CAP_NR_MEMSLOTS, KVM_CAP_NR_VCPUS, KVM_CAP_READONLY_MEM,
-  KVM_CAP_USER_MEMORY, KVM_CHECK_EXTENSION, KVM_CREATE_VM, KVM_GET_API_VERSION, KVM_GET_VCPU_MMAP_SIZE,
+  KVM_CAP_USER_MEMORY, KVM_CHECK_EXTENSION, KVM_CREATE_VM, KVM_EMU_GET_OBJECT_COUNTS, KVM_GET_API_VERSION, KVM_GET_VCPU_MMAP_SIZE,
   KVM_MAX_VCPU_IDS, KVM_MAX_VCPUS, KVM_SET_IOREGION, KVM_USER_MEM_SLOTS, KVM_VCPU_MMAP_SIZE,
 } from '../proto/kvm-uapi';
 import { controlSocketpair, fail, Handler, nameControlSocket, SocketServer } from './server';
 import { Vm, VmFeature } from './vm';
+import { liveVcpuCount } from './vcpu';
+import { vcpuThreadCounts } from './vcpu-pool';
 
 /** Model options a user may change (the RFC never fixed its numbers). */
 export interface KvmOptions {
@@ -71,6 +74,11 @@ export class KvmSystem {
         const [ours, theirs] = controlSocketpair();
         this.vms.add(new Vm(ours, this.features, this.checkExtension, this.ioctlAliases, (vm) => this.vms.delete(vm)));
         return { ret: 0, fds: [theirs] };
+      }
+      case KVM_EMU_GET_OBJECT_COUNTS: {
+        const t = vcpuThreadCounts();
+        const counts = { vms: this.vms.size, vcpus: liveVcpuCount(), vcpuThreads: t.threads, idleVcpuThreads: t.idle };
+        return { ret: 0, data: ObjectCountsType.encode(counts).finish() };
       }
       default:
         // x86's kvm_arch_dev_ioctl answers unknown system ioctls with EINVAL (measured on a real /dev/kvm).

@@ -4,6 +4,7 @@
 import { isMainThread, parentPort, workerData } from 'worker_threads';
 import { enterGuestContext, GuestContextError } from '../proto/guest-cpu';
 import type { VcpuWorkerData } from './vcpu-contract';
+import { collectGarbage } from './idle-gc';
 import { VcpuThread } from './vcpu-thread';
 
 /** What a pooled worker tells the pool when one vCPU is over. */
@@ -43,6 +44,8 @@ if (!isMainThread && (workerData as { vcpuPool?: boolean } | null)?.vcpuPool) {
     } finally {
       forgetGuestModules(baseline);
     }
+    // The vCPU's objects and modules are garbage now, and this thread has nothing else to do.
+    collectGarbage();
     parentPort!.postMessage({ done: true } satisfies VcpuWorkerReport);
   });
 }

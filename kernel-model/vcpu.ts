@@ -28,6 +28,10 @@ const WAKE_RETRY_MS = 2;
 /** Longest a memslot change waits for a vCPU thread (guest code spinning without a CPU call never yields). */
 const MEMSLOT_SYNC_MS = 2000;
 
+/** vCPUs created and not yet destroyed, in every VM (KVM_EMU_GET_OBJECT_COUNTS). */
+let liveVcpus = 0;
+export const liveVcpuCount = (): number => liveVcpus;
+
 export class VcpuHandle {
   /** Our end of the vCPU socket. */
   private readonly sock: number;
@@ -66,6 +70,7 @@ export class VcpuHandle {
     this.runMap = mapShared(this.runFd, KVM_VCPU_MMAP_SIZE);
     this.kickRequest = new Int32Array(this.runMap.buffer, RUN.emu_kick, 1);
     Atomics.store(this.sync, SYNC.quiescent, 1);
+    liveVcpus++;
   }
 
   /** fds for the KVM_CREATE_VCPU reply: the vCPU socket, the kvm_run memfd, the kick eventfd. */
@@ -218,6 +223,7 @@ export class VcpuHandle {
     this.kickWatcher?.close();
     this.kickWatcher = undefined;
     if (this.worker) {
+      this.worker.stopping();
       this.signal(ATTN_STOP);
       shutdown(this.sock);
       const timedOut = await Promise.race([
@@ -240,5 +246,6 @@ export class VcpuHandle {
     closeQuietly(this.vmmEnd);
     closeQuietly(this.runFd);
     closeQuietly(this.kickFd);
+    liveVcpus--;
   }
 }

@@ -12,6 +12,7 @@ import {
 import { closeQuietly, dup, fileSize, sameFile } from '../proto/os';
 import { Backing, inspectBacking, Memslots, probeMapping, sealBacking } from './memslots';
 import { fail, Handler, ReceivedFds, Reply, SocketServer } from './server';
+import { collectGarbage } from './idle-gc';
 import { VcpuHandle } from './vcpu';
 import { releaseUpdate, type VcpuConfig, type VcpuUpdate } from './vcpu-contract';
 import type { BusName } from './io-bus';
@@ -21,6 +22,28 @@ import type { DeviceDesc, DeviceFields, DeviceInfo } from './device-desc';
 export interface VmDevice {
   desc: DeviceInfo;
   fds: number[];
+}
+
+/**
+ * Shared blocks of destroyed VMs, by size, kept for the next VMs. A block is freed only once every
+ * vCPU thread that saw it has garbage-collected its handle, and threads collect rarely: with a new
+ * block per VM (the ioregionfd block is ~1 MB) a long-lived kernel-model held dozens of dead ones.
+ */
+const spareBlocks = new Map<number, SharedArrayBuffer[]>();
+const MAX_SPARE_BLOCKS = 8;
+
+function takeBlock(bytes: number): SharedArrayBuffer {
+  const b = spareBlocks.get(bytes)?.pop();
+  if (!b) return new SharedArrayBuffer(bytes);
+  new Uint8Array(b).fill(0);
+  return b;
+}
+
+/** Keep a block no thread uses any more (its VM's vCPU threads have ended) for another VM. */
+function giveBackBlock(b: SharedArrayBuffer): void {
+  let list = spareBlocks.get(b.byteLength);
+  if (!list) spareBlocks.set(b.byteLength, (list = []));
+  if (list.length < MAX_SPARE_BLOCKS) list.push(b);
 }
 
 /** A VM ioctl handler that a feature (ioeventfd, ioregionfd, irqfd) adds to the VM. */
@@ -210,7 +233,7 @@ export class Vm {
   sharedBuffer(name: string, bytes: number): SharedArrayBuffer {
     let b = this.sharedBuffers.get(name);
     if (!b) {
-      const buffer = new SharedArrayBuffer(bytes);
+      const buffer = takeBlock(bytes);
       this.sharedBuffers.set(name, buffer);
       this.publish(() => ({ type: 'shared', name, buffer }));
       b = buffer;
@@ -306,6 +329,10 @@ export class Vm {
     this.devices.clear();
     for (const b of this.backings) closeQuietly(b.fd);
     this.backings.length = 0;
+    // Every vCPU thread of this VM has ended (or was terminated): its blocks can serve another VM.
+    for (const b of this.sharedBuffers.values()) giveBackBlock(b);
+    this.sharedBuffers.clear();
     this.onDestroyed(this);
+    collectGarbage();
   }
 }

@@ -15,6 +15,7 @@ const IoctlReplyType = root.lookupType('kvm.IoctlReply');
 /** Protobuf message types of the emulator-private ioctls. */
 export const GuestEntryType = root.lookupType('kvm.GuestEntry');
 export const IoregionStatsListType = root.lookupType('kvm.IoregionStatsList');
+export const ObjectCountsType = root.lookupType('kvm.ObjectCounts');
 
 export interface IoctlRequest {
   request: number;

@@ -56,6 +56,11 @@ export const KVM_EMU_GET_IOREGION_STATS = IO(0xe1);
  * in the kernel-model). Arg: a cpu_set_t-style bit mask, little-endian bytes, at most 128 bytes.
  */
 export const KVM_EMU_SET_VCPU_AFFINITY = IO(0xe2);
+/**
+ * System: how many VMs, vCPUs and vCPU threads the kernel-model holds, so a test can check that a
+ * destroyed VM left nothing behind. Reply: ObjectCounts. (The last number of the range: not a feature.)
+ */
+export const KVM_EMU_GET_OBJECT_COUNTS = IO(0xef);
 
 // Capabilities (KVM_CHECK_EXTENSION).
 export const KVM_CAP_IRQCHIP = 0;

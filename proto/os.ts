@@ -481,9 +481,13 @@ export function getSeals(fd: number): number {
   return r < 0 ? -koffi.errno() : r;
 }
 
+/** Native memory of a MessageBatch, freed once nothing can reach the buffer that views it. */
+const freeWithBuffer = new FinalizationRegistry<bigint>((addr) => koffi.free(addr));
+
 /**
  * Fixed-size messages in native memory, sent or received several per system call (sendmmsg(2),
- * recvmmsg(2)): one SEQPACKET record per message. `bytes` views the messages back to back.
+ * recvmmsg(2)): one SEQPACKET record per message. `bytes` views the messages back to back. The
+ * memory is freed after the batch and its views are garbage (a posted ioregion makes one per vCPU).
  */
 export class MessageBatch {
   readonly bytes: Uint8Array;
@@ -502,6 +506,8 @@ export class MessageBatch {
     const data = koffi.view(this.base, capacity * messageSize);
     this.bytes = new Uint8Array(data);
     this.view = new DataView(data);
+    freeWithBuffer.register(this.hdrs.buffer, this.hdrBase);
+    freeWithBuffer.register(data, this.base);
     for (let i = 0; i < capacity; i++) {
       const h = 64 * i;
       const iov = 64 * capacity + 16 * i;

@@ -2,7 +2,7 @@
 // guest memory, ioregionfd (KVM_SET_IOREGION), ioeventfd, irqchip and irqfd, eventfds, and spawning
 // device tasks. It talks to the kernel-model only through proto/ (the ioctl control plane).
 
-export { Kvm, type KvmOptions } from './kvm';
+export { Kvm, type KvmOptions, type ObjectCounts } from './kvm';
 export { Vm, type IoregionStats, type MemoryRegion } from './vm';
 export { Vcpu, type Regs } from './vcpu';
 export type { VcpuExit } from './exit';

@@ -3,16 +3,27 @@
 
 import { ChildProcess, spawn } from 'child_process';
 import * as path from 'path';
-import { declareFdFields, ioctlRaw, IoctlResult } from '../proto/control';
+import { declareFdFields, ioctlRaw, IoctlResult, ObjectCountsType } from '../proto/control';
 import { KvmError } from '../proto/errors';
 import { refuseInGuestContext } from '../proto/guest-cpu';
 import {
-  IOREGION, KVM_CAP_IOREGIONFD, KVM_CHECK_EXTENSION, KVM_CREATE_VM, KVM_GET_API_VERSION, KVM_GET_VCPU_MMAP_SIZE, KVM_SET_IOREGION,
+  IOREGION, KVM_CAP_IOREGIONFD, KVM_CHECK_EXTENSION, KVM_CREATE_VM, KVM_EMU_GET_OBJECT_COUNTS, KVM_GET_API_VERSION, KVM_GET_VCPU_MMAP_SIZE, KVM_SET_IOREGION,
 } from '../proto/kvm-uapi';
 import { close, closeQuietly, socketpair } from '../proto/os';
 import { Vm } from './vm';
 
 const KERNEL_MODEL = path.join(__dirname, '..', 'kernel-model', 'main.js');
+
+/** What a kernel-model holds right now (KVM_EMU_GET_OBJECT_COUNTS). */
+export interface ObjectCounts {
+  /** VMs not yet destroyed. */
+  vms: number;
+  /** vCPUs not yet destroyed, in every VM. */
+  vcpus: number;
+  /** vCPU worker threads, running a vCPU or idle in the pool, and the idle ones. */
+  vcpuThreads: number;
+  idleVcpuThreads: number;
+}
 
 export interface KvmOptions {
   /** KVM_CAP_IOREGIONFD's number in this kernel-model (default 191, the RFC's). */
@@ -59,7 +70,7 @@ export class Kvm {
     if (opts.ioregionfdCap !== undefined) args.push('--ioregionfd-cap', String(opts.ioregionfdCap));
     if (opts.setIoregionIoctl !== undefined) args.push('--set-ioregion-ioctl', `0x${(opts.setIoregionIoctl >>> 0).toString(16)}`);
     const [ours, theirs] = socketpair('seqpacket');
-    const child = spawn(process.execPath, ['--enable-source-maps', KERNEL_MODEL, ...args], { stdio: ['ignore', 'inherit', 'inherit', theirs] });
+    const child = spawn(process.execPath, ['--enable-source-maps', '--expose-gc', KERNEL_MODEL, ...args], { stdio: ['ignore', 'inherit', 'inherit', theirs] });
     closeQuietly(theirs);
     if (child.pid === undefined) {
       closeQuietly(ours);
@@ -93,6 +104,15 @@ export class Kvm {
   /** KVM_CREATE_VM: a VM with no memory and no vCPUs (type 0, KVM_X86_DEFAULT_VM). */
   createVm(type = 0): Vm {
     return new Vm(this, check(this.ioctl(KVM_CREATE_VM, type), 'KVM_CREATE_VM').ret);
+  }
+
+  /**
+   * KVM_EMU_GET_OBJECT_COUNTS: how many VMs, vCPUs and vCPU threads the kernel-model holds. A VM is
+   * destroyed asynchronously after its fd closes: poll until `vms` drops.
+   */
+  objectCounts(): ObjectCounts {
+    const r = check(this.ioctl(KVM_EMU_GET_OBJECT_COUNTS), 'KVM_EMU_GET_OBJECT_COUNTS');
+    return ObjectCountsType.toObject(ObjectCountsType.decode(r.data), { defaults: true }) as ObjectCounts;
   }
 
   /** Close the system fd: the kernel-model destroys its VMs and exits. */
