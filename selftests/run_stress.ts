@@ -27,7 +27,7 @@ async function main(argv: readonly string[]): Promise<number> {
   const runs: CampaignRun[] = [];
   for (const c of o.campaigns) {
     const iterations = iterationsOf(c, o);
-    const boundS = o.timeoutS ?? boundSeconds(iterations);
+    const boundS = o.timeoutS ?? boundSeconds(c, iterations);
     writeFdSync(2, `# ${c.name}: ${iterations} rounds, seed ${seed}, bound ${boundS} s\n`);
     const run = await runCampaign(c, iterations, seed, boundS, (line) => writeFdSync(2, `# ${c.name}: ${line}\n`));
     const missed = missedTargets(run);

@@ -17,7 +17,7 @@ async function main(): Promise<void> {
   ksft_print_header();
   ksft_set_plan(CAMPAIGNS.length);
   for (const c of CAMPAIGNS) {
-    const run = await runCampaign(c, c.shortIterations, SEED, boundSeconds(c.shortIterations), () => undefined);
+    const run = await runCampaign(c, c.shortIterations, SEED, boundSeconds(c, c.shortIterations), () => undefined);
     const missed = missedTargets(run);
     for (const line of [...missed, ...run.result.examples]) ksft_print_msg(`${c.name}: ${line}`);
     const figures = Object.entries(run.result.figures).map(([k, v]) => `${k} ${v}`).join(', ');

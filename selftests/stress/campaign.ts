@@ -46,6 +46,8 @@ export interface Campaign {
   iterations: number;
   /** Iterations of the short form that fault_campaigns_test runs. */
   shortIterations: number;
+  /** Seconds a round may take on a loaded machine, for the runner's time bound (default 0.1). */
+  secondsPerRound?: number;
   run(options: CampaignOptions): Promise<CampaignResult>;
 }
 

@@ -203,5 +203,6 @@ export const churn: Campaign = {
   description: 'VMs with memslots, 1-4 vCPUs, ioregions, device tasks, ioeventfd and irqfd created and destroyed in one kernel-model',
   iterations: 1000,
   shortIterations: 30,
+  secondsPerRound: 1,
   run,
 };

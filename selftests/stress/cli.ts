@@ -39,7 +39,7 @@ Runs fault campaigns against the kernel-model and prints their counts against th
   --short          each campaign's short size (the one the selftest collection runs)
   --seed S         seed of every random choice (default: chosen from the clock, printed)
   --json FILE      also write the results as JSON to FILE
-  --timeout SECS   bound of one campaign run (default: 60 s + 0.1 s per round)
+  --timeout SECS   bound of one campaign run (default: 60 s + the campaign's per-round allowance, 0.1 s unless it says more)
   -h, --help       this text
 
 Campaigns:
@@ -93,8 +93,8 @@ export function iterationsOf(c: Campaign, o: Pick<StressOptions, 'iterations' | 
 }
 
 /** The default bound of one campaign run: generous, so only a wedged campaign meets it. */
-export function boundSeconds(iterations: number): number {
-  return 60 + Math.ceil(iterations / 10);
+export function boundSeconds(campaign: Campaign, iterations: number): number {
+  return 60 + Math.ceil(iterations * (campaign.secondsPerRound ?? 0.1));
 }
 
 /** The targets a run missed, each as 'name value (target)'; empty when every target is met. */

@@ -173,5 +173,6 @@ export const deviceKill: Campaign = {
   description: 'a device task SIGKILLed at a random point of a transaction (posted and not, MMIO and PIO, every transport)',
   iterations: 200,
   shortIterations: 10,
+  secondsPerRound: 1,
   run: (options) => runRounds(options, { name: 'device-kill', unit: 'kills', every: 10, choose: chooseRound, describe, round }),
 };

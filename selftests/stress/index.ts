@@ -7,5 +7,6 @@ import { deviceKill } from './device-kill';
 import { ioctlFuzz } from './ioctl-fuzz';
 import { ioctlModel } from './ioctl-model';
 import { kickStorm } from './kick-storm';
+import { processKill } from './process-kill';
 
-export const CAMPAIGNS: Campaign[] = [deviceKill, badReplies, kickStorm, ioctlFuzz, ioctlModel, churn];
+export const CAMPAIGNS: Campaign[] = [deviceKill, badReplies, kickStorm, ioctlFuzz, ioctlModel, churn, processKill];

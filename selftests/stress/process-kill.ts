@@ -184,5 +184,6 @@ export const processKill: Campaign = {
   description: 'a VMM or its kernel-model killed with SIGKILL at a random moment: no process of it may be left behind',
   iterations: 100,
   shortIterations: 5,
+  secondsPerRound: 5,
   run,
 };
