@@ -27,7 +27,7 @@ export interface LeftCommand {
 export class ContextLock {
   private readonly words: Int32Array;
   private readonly serving: number;
-  private readonly next: number;
+  private readonly nextTicket: number;
   private readonly orphans: number;
   private readonly handoff: Int32Array;
   private readonly forNext = new Uint8Array(IOREGIONFD_MSG_SIZE);
@@ -41,7 +41,7 @@ export class ContextLock {
     this.words = new Int32Array(shared, 0, MAX_CONTEXTS * CONTEXT_WORDS);
     this.handoff = handoffWords(shared);
     this.serving = CONTEXT_WORDS * context + CTX.serving;
-    this.next = CONTEXT_WORDS * context + CTX.next;
+    this.nextTicket = CONTEXT_WORDS * context + CTX.next;
     this.orphans = CONTEXT_WORDS * context + CTX.orphans;
   }
 
@@ -51,7 +51,7 @@ export class ContextLock {
    * the reply is left to wait for.
    */
   acquire(left?: LeftCommand): boolean {
-    const ticket = Atomics.add(this.words, this.next, 1);
+    const ticket = Atomics.add(this.words, this.nextTicket, 1);
     let slot = -1;
     try {
       for (;;) {
@@ -60,7 +60,7 @@ export class ContextLock {
         if (left && slot < 0) slot = this.leave(ticket, now, left);
         // Waiting for the lock touches no guest memory: a memslot change need not wait for us.
         this.vcpu.quiesce(true);
-        Atomics.wait(this.words, this.serving, now, LOCK_POLL_MS);
+        this.waitTurn(ticket, now);
         this.vcpu.quiesce(false);
         if (this.vcpu.checkSignal()) {
           // A kicked waiter has sent nothing, as in the kernel: take the command back unless the
@@ -82,9 +82,30 @@ export class ContextLock {
   }
 
   release(): void {
-    Atomics.add(this.words, this.serving, 1);
-    Atomics.notify(this.words, this.serving);
+    const next = (Atomics.add(this.words, this.serving, 1) + 1) | 0;
+    // Wake the next ticket's vCPU only, on its slot's wake word (see waitTurn); vCPUs too far back for
+    // a slot sleep on the serving word, and are woken to move up only when there are any.
+    const wake = this.slotOf(next) + HANDOFF.wake;
+    Atomics.add(this.handoff, wake, 1);
+    Atomics.notify(this.handoff, wake, 1);
+    if (((Atomics.load(this.words, this.nextTicket) - next) | 0) > HANDOFF_SLOTS) Atomics.notify(this.words, this.serving);
     this.held = false;
+  }
+
+  /**
+   * Sleep until the serving ticket may have moved past `now` (or the poll interval, for kicks). A
+   * ticket within HANDOFF_SLOTS of the served one sleeps on its slot's wake word, read before the
+   * serving word is read again, so a release in between changes it and the wait returns at once.
+   */
+  private waitTurn(ticket: number, now: number): void {
+    if (((ticket - now) | 0) >= HANDOFF_SLOTS) {
+      Atomics.wait(this.words, this.serving, now, LOCK_POLL_MS);
+      return;
+    }
+    const wake = this.slotOf(ticket) + HANDOFF.wake;
+    const seen = Atomics.load(this.handoff, wake);
+    if (Atomics.load(this.words, this.serving) !== now) return;
+    Atomics.wait(this.handoff, wake, seen, LOCK_POLL_MS);
   }
 
   /**
@@ -162,7 +183,7 @@ export class ContextLock {
         if (this.takeBack(slot)) this.countOrphan();
         return this.release();
       }
-      Atomics.wait(this.words, this.serving, now, LOCK_POLL_MS);
+      this.waitTurn(ticket, now);
     }
   }
 }

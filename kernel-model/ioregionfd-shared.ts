@@ -22,13 +22,15 @@ export const CONTEXT_BYTES = MAX_CONTEXTS * CONTEXT_WORDS * 4;
 const STATS_BYTES = MAX_STAT_SLOTS * STAT_WORDS * 8;
 /**
  * Lock hand-off mailboxes, after the counters: per context HANDOFF_SLOTS slots, slot = ticket % HANDOFF_SLOTS,
- * of HANDOFF_WORDS Int32 words: the ticket, the state (HANDOFF_*), the waiter's write fd and its 32-byte command.
- * A vCPU waiting for the lock leaves its command there; the holder, once its own reply is in, sends it
- * for the waiter before passing the lock, so the device starts on it while the waiter is still waking.
+ * of HANDOFF_WORDS Int32 words: the ticket, the state (HANDOFF_*), the waiter's write fd, the slot's wake
+ * word and the waiter's 32-byte command. A vCPU waiting for the lock leaves its command there; the
+ * holder, once its own reply is in, sends it for the waiter before passing the lock, so the device
+ * starts on it while the waiter is still waking. The waiter sleeps on its slot's wake word, which the
+ * holder bumps when it passes the lock, so only the next vCPU wakes, not every waiter.
  */
 export const HANDOFF_SLOTS = 4;
-export const HANDOFF = { ticket: 0, state: 1, writeFd: 2, cmd: 3 } as const;
-export const HANDOFF_WORDS = 3 + 8;
+export const HANDOFF = { ticket: 0, state: 1, writeFd: 2, wake: 3, cmd: 4 } as const;
+export const HANDOFF_WORDS = 4 + 8;
 export const HANDOFF_EMPTY = 0;
 export const HANDOFF_PUBLISHED = 1;
 export const HANDOFF_TAKEN = 2;
