@@ -83,12 +83,13 @@ export class ContextLock {
 
   release(): void {
     const next = (Atomics.add(this.words, this.serving, 1) + 1) | 0;
-    // Wake the next ticket's vCPU only, on its slot's wake word (see waitTurn); vCPUs too far back for
-    // a slot sleep on the serving word, and are woken to move up only when there are any.
+    // Wake the next ticket's vCPU only, on its slot's wake word (see waitTurn). vCPUs that were too far
+    // back for a slot (ticket >= next - 1 + HANDOFF_SLOTS) sleep on the serving word: wake them when
+    // there are any, so the one that has just come within reach moves onto its slot's word.
     const wake = this.slotOf(next) + HANDOFF.wake;
     Atomics.add(this.handoff, wake, 1);
     Atomics.notify(this.handoff, wake, 1);
-    if (((Atomics.load(this.words, this.nextTicket) - next) | 0) > HANDOFF_SLOTS) Atomics.notify(this.words, this.serving);
+    if (((Atomics.load(this.words, this.nextTicket) - next) | 0) >= HANDOFF_SLOTS) Atomics.notify(this.words, this.serving);
     this.held = false;
   }
 
