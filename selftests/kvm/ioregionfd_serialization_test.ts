@@ -16,7 +16,8 @@ import { TEST_ASSERT, TEST_REQUIRE } from './lib/test_util';
 const BASE = 0xd0000000n;
 const REGION = 0x10000n;
 const ITERATIONS = 400;
-const VCPUS = 4;
+/** More than HANDOFF_SLOTS + 1, so some waiters queue beyond the lock's mailbox slots. */
+const VCPUS = 8;
 const BACKLOG = 0xfff8n;
 
 /** The mirror device's answer: a function of the request (device-task/devices/mirror.ts). */
