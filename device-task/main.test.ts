@@ -236,7 +236,7 @@ test('a config the model rejects exits 2 naming the config field', async (t) => 
 
 // ---- the data plane over each transport ----
 
-async function echoRoundTrip(t: ExecutionContext, transport: 'stream' | 'pipe', layout: WireLayout, seed: number): Promise<void> {
+async function echoRoundTrip(t: ExecutionContext, transport: 'stream' | 'pipe', layout: WireLayout, seed: number, pollNs?: number): Promise<void> {
   const fds = fdsOf(t);
   const next = rng(seed);
   const cmds = echoTraffic(400, next);
@@ -248,7 +248,7 @@ async function echoRoundTrip(t: ExecutionContext, transport: 'stream' | 'pipe', 
     const [kvm, dev] = socketpair('stream');
     [cmdFd] = fds.own(kvm);
     respFd = kvm;
-    task = spawnTask(t, manifest({ layout, channels: [{ cmd_fd: 3, resp_fd: 3, transport }] }), [dev]);
+    task = spawnTask(t, manifest({ layout, channels: [{ cmd_fd: 3, resp_fd: 3, transport }], poll_ns: pollNs }), [dev]);
   } else {
     const [cmdRead, cmdWrite] = pipe();
     const [respRead, respWrite] = pipe();
@@ -274,23 +274,28 @@ test("over the 'pipe' transport (separate command and response pipes) every comm
 
 test('with layout "v1" in the manifest the task speaks the v1/v2 info-word layout', (t) => echoRoundTrip(t, 'stream', 'v1', 13));
 
-test('over SEQPACKET, answers come one per message; EOF on the channel exits 0', async (t) => {
-  const fds = fdsOf(t);
-  const [kvm, dev] = socketpair('seqpacket');
-  fds.own(kvm);
-  const task = spawnTask(t, manifest({ channels: [{ cmd_fd: 3, resp_fd: 3, transport: 'seqpacket' }] }), [dev]);
-  const cmds = echoTraffic(50, rng(3));
-  const bytes = encodeAll('v3', cmds);
-  const got: bigint[] = [];
-  for (let i = 0; i < cmds.length; i++) {
-    write(kvm, bytes, i * IOREGIONFD_MSG_SIZE, IOREGIONFD_MSG_SIZE);
-    if (cmds[i].resp) got.push(...responses(readExactly(kvm, IOREGIONFD_MSG_SIZE)));
-  }
-  t.deepEqual(got, expectedEcho(cmds));
-  fds.close(kvm);
-  const e = await exitOf(task);
-  t.is(e.code, 0, e.stderr);
-});
+test('with poll_ns 0 (blocking reads only) every command over SOCK_STREAM is answered correctly', (t) =>
+  echoRoundTrip(t, 'stream', 'v3', 17, 0));
+
+for (const pollNs of [undefined, 0]) {
+  test(`over SEQPACKET, answers come one per message; EOF on the channel exits 0 (poll_ns ${pollNs ?? 'default'})`, async (t) => {
+    const fds = fdsOf(t);
+    const [kvm, dev] = socketpair('seqpacket');
+    fds.own(kvm);
+    const task = spawnTask(t, manifest({ channels: [{ cmd_fd: 3, resp_fd: 3, transport: 'seqpacket' }], poll_ns: pollNs }), [dev]);
+    const cmds = echoTraffic(50, rng(3));
+    const bytes = encodeAll('v3', cmds);
+    const got: bigint[] = [];
+    for (let i = 0; i < cmds.length; i++) {
+      write(kvm, bytes, i * IOREGIONFD_MSG_SIZE, IOREGIONFD_MSG_SIZE);
+      if (cmds[i].resp) got.push(...responses(readExactly(kvm, IOREGIONFD_MSG_SIZE)));
+    }
+    t.deepEqual(got, expectedEcho(cmds));
+    fds.close(kvm);
+    const e = await exitOf(task);
+    t.is(e.code, 0, e.stderr);
+  });
+}
 
 // ---- protocol violations: exit 3 with a log line ----
 

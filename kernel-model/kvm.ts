@@ -20,6 +20,8 @@ export interface KvmOptions {
   ioregionfdCap: number;
   /** KVM_SET_IOREGION's ioctl number (0x4040AE49 in the RFC). */
   setIoregionIoctl: number;
+  /** How long a vCPU spins for an ioregionfd reply before it blocks, in ns (0 = never); like kvm.ko's halt_poll_ns. */
+  ioregionfdPollNs: number;
 }
 
 /** A feature may add capabilities (cap number -> value) besides its VM hooks. */
@@ -34,7 +36,10 @@ export class KvmSystem {
   private readonly server: SocketServer;
   private readonly ioctlAliases = new Map<number, number>();
 
+  private readonly pollNs: number;
+
   constructor(fd: number, private readonly features: KvmFeature[], opts: KvmOptions, private readonly onExit: () => void) {
+    this.pollNs = opts.ioregionfdPollNs;
     if (opts.setIoregionIoctl !== KVM_SET_IOREGION) {
       // The RFC's number then means nothing; the user's number reaches the KVM_SET_IOREGION handler.
       this.ioctlAliases.set(opts.setIoregionIoctl, KVM_SET_IOREGION);
@@ -72,7 +77,7 @@ export class KvmSystem {
       case KVM_CREATE_VM: {
         if (req.arg !== 0n) throw fail(EINVAL, `VM type ${req.arg} is not supported (only 0, KVM_X86_DEFAULT_VM)`);
         const [ours, theirs] = controlSocketpair();
-        this.vms.add(new Vm(ours, this.features, this.checkExtension, this.ioctlAliases, (vm) => this.vms.delete(vm)));
+        this.vms.add(new Vm(ours, this.features, this.checkExtension, this.ioctlAliases, (vm) => this.vms.delete(vm), this.pollNs));
         return { ret: 0, fds: [theirs] };
       }
       case KVM_EMU_GET_OBJECT_COUNTS: {

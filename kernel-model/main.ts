@@ -1,6 +1,6 @@
 // Process entry of the kernel-model ("kvm.ko"): serves the system fd it was started with on fd 3.
 //
-// Usage: node kernel-model/main.js [--ioregionfd-cap N] [--set-ioregion-ioctl N]
+// Usage: node kernel-model/main.js [--ioregionfd-cap N] [--set-ioregion-ioctl N] [--ioregionfd-poll-ns N]
 // It exits when the system fd closes, and dies with its parent (PR_SET_PDEATHSIG), so a VMM that
 // crashes never leaves it behind.
 
@@ -8,15 +8,17 @@ import { dieWithParent, fdKind, installWakeSignal, isOpen, setDumpable, socketTy
 import { FEATURES } from './features';
 import { KvmOptions, KvmSystem } from './kvm';
 import { KVM_CAP_IOREGIONFD, KVM_SET_IOREGION } from '../proto/kvm-uapi';
+import { DEFAULT_POLL_NS } from '../proto/spin-poll';
 
 const SYSTEM_FD = 3;
 
 function parseOptions(argv: string[]): KvmOptions {
-  const opts: KvmOptions = { ioregionfdCap: KVM_CAP_IOREGIONFD, setIoregionIoctl: KVM_SET_IOREGION };
+  const opts: KvmOptions = { ioregionfdCap: KVM_CAP_IOREGIONFD, setIoregionIoctl: KVM_SET_IOREGION, ioregionfdPollNs: DEFAULT_POLL_NS };
   for (let i = 0; i < argv.length; i++) {
     const value = Number(argv[i + 1]);
     if (argv[i] === '--ioregionfd-cap' && Number.isInteger(value)) opts.ioregionfdCap = value;
     else if (argv[i] === '--set-ioregion-ioctl' && Number.isInteger(value)) opts.setIoregionIoctl = value >>> 0;
+    else if (argv[i] === '--ioregionfd-poll-ns' && Number.isSafeInteger(value) && value >= 0) opts.ioregionfdPollNs = value;
     else {
       process.stderr.write(`kernel-model: bad argument '${argv[i]}'\n`);
       process.exit(2);

@@ -24,6 +24,8 @@ export interface VcpuConfig {
   /** Report ioregionfd failures as KVM_EXIT_IOREGIONFD_FAILURE instead of falling back to MMIO/IO exits. */
   failureExit: boolean;
   irqchip: boolean;
+  /** How long a vCPU spins for an ioregionfd reply before it blocks (ns, 0 = never): the kernel-model's --ioregionfd-poll-ns. */
+  pollNs: number;
 }
 
 /**

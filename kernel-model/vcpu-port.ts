@@ -24,6 +24,12 @@ export interface VcpuPort {
   shared(name: string): SharedArrayBuffer | undefined;
   /** Block until fd is ready for `events` (poll(2) events); false when a kick came first. */
   waitFd(fd: number, events: number): boolean;
+  /**
+   * recv(MSG_DONTWAIT) on a socket, spun for the VM's ioregionfd poll window (proto/spin-poll.ts):
+   * n >= 0, -errno, or -EAGAIN when the caller should block instead (nothing came, polling is off,
+   * or a kick or update wants this thread).
+   */
+  recvPolled(fd: number, buf: Uint8Array, len: number): number;
   /** read(2) blocked in the kernel yet wakeable: n >= 0, -errno (-EINTR: look again), or 'kicked'. */
   readWakeable(fd: number, buf: Uint8Array, len: number): number | 'kicked';
   /**

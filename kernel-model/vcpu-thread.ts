@@ -18,6 +18,7 @@ import {
   KVM_EMU_SET_GUEST_ENTRY, KVM_EMU_SET_VCPU_AFFINITY, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR, KVM_EXIT_SHUTDOWN, KVM_GET_REGS,
   KVM_INTERNAL_ERROR_EMULATION, KVM_RUN, KVM_SET_REGS, KVM_VCPU_MMAP_SIZE, REGS, REGS_SIZE, RUN,
 } from '../proto/kvm-uapi';
+import { DEFAULT_POLL_NS } from '../proto/spin-poll';
 import { closeQuietly, CPU_SETSIZE, cpusOfMask, getAffinity, gettid, mapShared, Mapping, sendMessage, setAffinity, setNonBlocking, unmap } from '../proto/os';
 import { Cpu, CpuHost } from './cpu';
 import { GuestMemory } from './guest-memory';
@@ -36,7 +37,7 @@ type GuestFn = (...args: bigint[]) => unknown;
 
 export class VcpuThread implements CpuHost, VcpuPort {
   readonly vcpuId: number;
-  readonly config: VcpuConfig = { wire: 'v3', failureExit: false, irqchip: false };
+  readonly config: VcpuConfig = { wire: 'v3', failureExit: false, irqchip: false, pollNs: DEFAULT_POLL_NS };
   readonly mem = new GuestMemory();
   readonly mmioBus = new IoBus<IoDevice>();
   readonly pioBus = new IoBus<IoDevice>();
@@ -343,6 +344,10 @@ export class VcpuThread implements CpuHost, VcpuPort {
 
   waitFd(fd: number, events: number): boolean {
     return this.waits.waitFd(fd, events);
+  }
+
+  recvPolled(fd: number, buf: Uint8Array, len: number): number {
+    return this.waits.recvPolled(fd, buf, len, this.config.pollNs);
   }
 
   readWakeable(fd: number, buf: Uint8Array, len: number): number | 'kicked' {

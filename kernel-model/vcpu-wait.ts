@@ -3,7 +3,8 @@
 // main thread what would wake the thread and whether it may be touching guest memory.
 
 import { EMU_ATTN_KICK } from '../proto/kvm-uapi';
-import { PollSet, readInterruptible, ReceivedMessage, receiveMessageWakeable, sleepUntilSignal } from '../proto/os';
+import { MSG_DONTWAIT, PollSet, readInterruptible, ReceivedMessage, receiveMessageWakeable, recvRaw, sleepUntilSignal } from '../proto/os';
+import { SpinPolicy } from '../proto/spin-poll';
 import { ATTN_STOP, ATTN_UPDATE, BLOCKED_HLT, BLOCKED_IDLE, BLOCKED_IO, SYNC } from './vcpu-contract';
 
 /** Unwinds guest code when the VM is destroyed or the vCPU fd is closed. */
@@ -11,6 +12,7 @@ export class VcpuStopped extends Error {}
 
 export class VcpuWaits {
   private readonly poll = new PollSet(1);
+  private spinner = new SpinPolicy(0);
 
   constructor(
     /** Words shared with the VcpuHandle, the attention word among them (vcpu-contract.ts). */
@@ -79,6 +81,12 @@ export class VcpuWaits {
       }
       if (ready > 0) return true;
     }
+  }
+
+  /** See VcpuPort.recvPolled. Spins outside any blocking section: it leaves as soon as attention is pending. */
+  recvPolled(fd: number, buf: Uint8Array, len: number, windowNs: number): number {
+    if (this.spinner.windowNs !== windowNs) this.spinner = new SpinPolicy(windowNs);
+    return this.spinner.spin(() => recvRaw(fd, buf, len, MSG_DONTWAIT), () => this.attentionPending());
   }
 
   /**

@@ -63,7 +63,7 @@ export class Vm {
   /** Bumped by every memslot change; vCPU threads report the generation they applied. */
   private memslotGen = 0;
   readonly vcpus = new Map<number, VcpuHandle>();
-  readonly config: VcpuConfig = { wire: 'v3', failureExit: false, irqchip: false };
+  readonly config: VcpuConfig;
   /** Devices in registration order (the order vCPU threads must register them in too). */
   readonly devices = new Map<number, VmDevice>();
   private nextDeviceKey = 1;
@@ -80,7 +80,10 @@ export class Vm {
     /** User-chosen ioctl numbers mapped to the model's (e.g. another KVM_SET_IOREGION number). */
     private readonly ioctlAliases: Map<number, number>,
     private readonly onDestroyed: (vm: Vm) => void,
+    /** How long vCPUs spin for an ioregionfd reply (the kernel-model's --ioregionfd-poll-ns). */
+    pollNs: number,
   ) {
+    this.config = { wire: 'v3', failureExit: false, irqchip: false, pollNs };
     this.server = new SocketServer(fd, this.handle, () => void this.destroy());
   }
 

@@ -20,6 +20,7 @@ const full: DeviceTaskManifest = {
   ],
   eventfds: { doorbell: 9, irq: 10 },
   lifeline_fd: 11,
+  poll_ns: 20_000,
 };
 
 test('encodeManifest then parseManifest gives the same manifest, u64s intact', (t) => {
@@ -32,9 +33,9 @@ test('64-bit numbers travel as hex strings, not JSON numbers that would lose pre
   t.is(raw.memory[1].offset, '0x123456789abcd000');
 });
 
-test('only version and device are required: layout v3, no channels, memory or eventfds, no lifeline', (t) => {
+test('only version and device are required: layout v3, no channels, memory or eventfds, no lifeline, default polling', (t) => {
   t.deepEqual(parseManifest('{"version":1,"device":"testdev"}'), {
-    version: 1, device: 'testdev', config: {}, layout: 'v3', channels: [], memory: [], eventfds: {}, lifeline_fd: undefined,
+    version: 1, device: 'testdev', config: {}, layout: 'v3', channels: [], memory: [], eventfds: {}, lifeline_fd: undefined, poll_ns: undefined,
   });
 });
 
@@ -62,6 +63,9 @@ const badFields: [string, (string | number)[], unknown][] = [
   ['memory[1].offset', ['memory', 1, 'offset'], '0xzz'],
   ['eventfds.irq', ['eventfds', 'irq'], 'ten'],
   ['lifeline_fd', ['lifeline_fd'], -2],
+  ['poll_ns', ['poll_ns'], -1],
+  ['poll_ns', ['poll_ns'], 1.5],
+  ['poll_ns', ['poll_ns'], '50000'],
 ];
 
 for (const [name, path, value] of badFields) {

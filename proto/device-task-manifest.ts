@@ -15,7 +15,8 @@
 //     ],                                                          // write responses to resp_fd
 //     "memory": [ { "fd": 4, "gpa": "0x0", "size": "0x400000", "offset": "0x0" } ],  // guest RAM
 //     "eventfds": { "doorbell": 5, "irq": 6 },  // named eventfds (ioeventfd / irqfd ends)
-//     "lifeline_fd": 7                          // EOF here = shut down cleanly
+//     "lifeline_fd": 7,                         // EOF here = shut down cleanly
+//     "poll_ns": 50000                          // optional: spin this long for a command before blocking
 //   }
 //
 // transport: "seqpacket" (one 32-byte frame per read), "stream" (frames may be split or coalesced),
@@ -48,12 +49,19 @@ export interface DeviceTaskManifest {
   memory: MemorySpec[];
   eventfds: Record<string, number>;
   lifeline_fd?: number;
+  /** How long the task spins for its next command before it blocks (ns; 0 = never; absent = the SDK's default). */
+  poll_ns?: number;
 }
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
 
 export function encodeManifest(m: DeviceTaskManifest): string {
   return JSON.stringify({ ...m, memory: m.memory.map((r) => ({ fd: r.fd, gpa: hex(r.gpa), size: hex(r.size), offset: hex(r.offset) })) });
+}
+
+function nsField(v: unknown, what: string): number {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new Error(`manifest: ${what} must be a whole number of nanoseconds, got ${JSON.stringify(v)}`);
+  return v;
 }
 
 function fdField(v: unknown, what: string): number {
@@ -115,5 +123,6 @@ export function parseManifest(text: string): DeviceTaskManifest {
     version: MANIFEST_VERSION, device: raw.device, config, layout,
     channels, memory, eventfds,
     lifeline_fd: raw.lifeline_fd === undefined ? undefined : fdField(raw.lifeline_fd, 'lifeline_fd'),
+    poll_ns: raw.poll_ns === undefined ? undefined : nsField(raw.poll_ns, 'poll_ns'),
   };
 }

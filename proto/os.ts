@@ -351,6 +351,16 @@ export function readRaw(fd: number, buf: Uint8Array, len = buf.length): number {
   }
 }
 
+/** recv(2) with flags: n >= 0, or -errno. */
+export function recvRaw(fd: number, buf: Uint8Array, len = buf.length, flags = 0): number {
+  for (;;) {
+    const r = Number(c.recv(fd, buf, len, flags));
+    if (r >= 0) return r;
+    const e = koffi.errno();
+    if (e !== EINTR) return -e;
+  }
+}
+
 /** send(2) with flags (MSG_NOSIGNAL always added): n >= 0, or -errno. */
 export function sendRaw(fd: number, buf: Uint8Array, len = buf.length, flags = 0): number {
   for (;;) {

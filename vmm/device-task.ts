@@ -47,6 +47,11 @@ export interface DeviceTaskSpec {
   /** Register `regions` on this VM once the task is up. */
   vm?: Vm;
   regions?: RegionSpec[];
+  /**
+   * How long the task busy-polls for its next command before it blocks, in ns (manifest poll_ns;
+   * default: the SDK's, 50000; 0 turns polling off).
+   */
+  pollNs?: number;
   /** 'inherit' (default): the task writes to our stdout/stderr; 'capture': kept, see DeviceTask.output(). */
   output?: 'inherit' | 'capture';
 }
@@ -176,6 +181,7 @@ export function spawnDeviceTask(spec: DeviceTaskSpec): DeviceTask {
   const manifest: DeviceTaskManifest = {
     version: MANIFEST_VERSION, device: spec.device ?? path.basename(argv[0]), config: spec.config ?? {},
     layout: spec.layout ?? 'v3', channels: specs, memory, eventfds, lifeline_fd: lifelineFd,
+    ...(spec.pollNs === undefined ? {} : { poll_ns: spec.pollNs }),
   };
   let args: string[];
   try {

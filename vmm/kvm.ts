@@ -30,6 +30,11 @@ export interface KvmOptions {
   ioregionfdCap?: number;
   /** KVM_SET_IOREGION's ioctl number in this kernel-model (default 0x4040AE49, the RFC's). */
   setIoregionIoctl?: number;
+  /**
+   * How long a vCPU busy-polls for an ioregionfd reply before it blocks, in ns (default 50000; 0 turns
+   * polling off). Like kvm.ko's halt_poll_ns: it trades CPU time for latency (README "Performance").
+   */
+  ioregionfdPollNs?: number;
   /** Extra kernel-model arguments. */
   args?: string[];
 }
@@ -66,8 +71,13 @@ export class Kvm {
    */
   static open(opts: KvmOptions = {}): Kvm {
     refuseInGuestContext('Kvm.open()');
+    const poll = opts.ioregionfdPollNs;
+    if (poll !== undefined && !(Number.isSafeInteger(poll) && poll >= 0)) {
+      throw new RangeError(`Kvm.open: ioregionfdPollNs must be a whole number of ns >= 0, got ${poll}`);
+    }
     const args = [...(opts.args ?? [])];
     if (opts.ioregionfdCap !== undefined) args.push('--ioregionfd-cap', String(opts.ioregionfdCap));
+    if (opts.ioregionfdPollNs !== undefined) args.push('--ioregionfd-poll-ns', String(opts.ioregionfdPollNs));
     if (opts.setIoregionIoctl !== undefined) args.push('--set-ioregion-ioctl', `0x${(opts.setIoregionIoctl >>> 0).toString(16)}`);
     const [ours, theirs] = socketpair('seqpacket');
     const child = spawn(process.execPath, ['--enable-source-maps', '--expose-gc', KERNEL_MODEL, ...args], { stdio: ['ignore', 'inherit', 'inherit', theirs] });

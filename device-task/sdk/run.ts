@@ -64,5 +64,7 @@ export function runDeviceTask(devices: Record<string, DeviceDefinition> | Device
     return EXIT_BAD_MANIFEST;
   }
   const doorbells = new Map((def.listen ?? []).filter((n) => n in manifest.eventfds).map((n) => [n, manifest.eventfds[n]]));
-  return serveDevice(model, { channels: manifest.channels, layout: manifest.layout, doorbells, lifelineFd: manifest.lifeline_fd, log });
+  return serveDevice(model, {
+    channels: manifest.channels, layout: manifest.layout, doorbells, lifelineFd: manifest.lifeline_fd, pollNs: manifest.poll_ns, log,
+  });
 }

@@ -2,7 +2,8 @@
 // when KVM waits for an answer; wake the model on its doorbell eventfds; stop cleanly at EOF.
 //
 // One channel and nothing else to watch: a blocking read per command (one syscall, the fastest
-// path). Otherwise poll(2) over channels, doorbells and the lifeline. A peer that breaks the protocol
+// path). Otherwise poll(2) over channels, doorbells and the lifeline. Either way the task first
+// spins for up to `pollNs` (proto/spin-poll.ts): a command that lands while it spins costs no wake-up. A peer that breaks the protocol
 // (a frame that is not 32 bytes, an unknown command, a torn frame at EOF) gets a log line, and the
 // task exits with EXIT_PROTOCOL: a device that cannot trust its command stream must not guess.
 
@@ -12,7 +13,8 @@ import { ProtocolError } from '../../proto/errors';
 import {
   decodeCmdInto, encodeResp, IOREGIONFD_CMD_READ, IOREGIONFD_MSG_SIZE, IoregionfdCmd, truncateToSize, WireLayout,
 } from '../../proto/ioregionfd-wire';
-import { closeQuietly, eventfdRead, MessageBatch, PollSet, POLLERR, POLLHUP, POLLIN, POLLNVAL, readRaw, writeRaw } from '../../proto/os';
+import { closeQuietly, eventfdRead, MessageBatch, MSG_DONTWAIT, PollSet, POLLERR, POLLHUP, POLLIN, POLLNVAL, readRaw, recvRaw, writeRaw } from '../../proto/os';
+import { DEFAULT_POLL_NS, SpinPolicy } from '../../proto/spin-poll';
 import { StreamFramer } from '../../proto/stream-framer';
 import type { DeviceModel } from './device-model';
 
@@ -29,6 +31,8 @@ export interface ServeOptions {
   doorbells?: Map<string, number>;
   /** EOF on this fd ends the task (for tasks whose channels KVM may keep open). */
   lifelineFd?: number;
+  /** How long to spin for the next command before blocking (ns; 0 = never). Default DEFAULT_POLL_NS. */
+  pollNs?: number;
   log?: (message: string) => void;
 }
 
@@ -58,6 +62,7 @@ export function serveDevice(model: DeviceModel, opts: ServeOptions): number {
   const channels: Channel[] = opts.channels.map((spec) => ({
     spec, open: true, isSocket: spec.transport !== 'pipe', framer: undefined, received: 0, framed: 0,
   }));
+  const spinner = new SpinPolicy(opts.pollNs ?? DEFAULT_POLL_NS);
   const observeBacklog = model.observeBacklog?.bind(model);
   const backlogPoll = new PollSet(1);
   for (const ch of channels) {
@@ -116,7 +121,9 @@ export function serveDevice(model: DeviceModel, opts: ServeOptions): number {
   function pump(ch: Channel): boolean {
     current = ch;
     if (ch.spec.transport === 'seqpacket') return pumpRecords(ch);
-    const n = readRaw(ch.spec.cmd_fd, readBuf, readBuf.length);
+    const fd = ch.spec.cmd_fd;
+    let n = ch.isSocket ? spinner.spin(() => recvRaw(fd, readBuf, readBuf.length, MSG_DONTWAIT)) : -EAGAIN;
+    if (n === -EAGAIN) n = readRaw(fd, readBuf, readBuf.length);
     if (n < 0) {
       if (-n === EAGAIN) return true;
       if (-n === ECONNRESET) return false;
@@ -136,7 +143,9 @@ export function serveDevice(model: DeviceModel, opts: ServeOptions): number {
    * a run of posted writes costs one call, not one each. Each record must be exactly one command.
    */
   function pumpRecords(ch: Channel): boolean {
-    const n = records.receive(ch.spec.cmd_fd);
+    const fd = ch.spec.cmd_fd;
+    let n = spinner.spin(() => records.receive(fd, RECORD_BATCH, MSG_DONTWAIT));
+    if (n === -EAGAIN) n = records.receive(fd);
     if (n < 0) {
       if (-n === EAGAIN) return true;
       if (-n === ECONNRESET) return false;
@@ -174,7 +183,7 @@ export function serveDevice(model: DeviceModel, opts: ServeOptions): number {
       for (const c of live) poll.set(n++, c.spec.cmd_fd, POLLIN);
       for (const [, fd] of doorbells) poll.set(n++, fd, POLLIN);
       if (opts.lifelineFd !== undefined) poll.set(n++, opts.lifelineFd, POLLIN);
-      poll.wait(n, -1);
+      if (spinner.spin(() => poll.wait(n, 0) || -EAGAIN) === -EAGAIN) poll.wait(n, -1);
       let i = 0;
       for (const c of live) {
         const ev = poll.revents(i++);

@@ -6,7 +6,10 @@
 //
 //   floor_c_rtt                       C <-> C over a SOCK_SEQPACKET socketpair (no KVM model)
 //   floor_node_rtt                    Node <-> Node, the same
+//   floor_c_rtt_polled                floor_c_rtt with both ends spinning before they block, as the
+//                                     model's vCPU threads and device tasks do by default
 //   ioregionfd_read_rtt               guest readl -> testdev task -> guest, one vCPU, one region
+//   ioregionfd_read_rtt_no_poll       the same with polling off at both ends (the path before polling)
 //   ioregionfd_read_rtt_1000_regions  the same with 999 more regions on the MMIO bus
 //   ioregionfd_write_rtt              non-posted guest writel
 //   exit_path_read_rtt                the same readl with no region: KVM_EXIT_MMIO to this process,
@@ -16,6 +19,7 @@
 //   floor_c_rtt_placed                floor_c_rtt with both processes on one CPU
 //   ioregionfd_read_rtt_placed        ioregionfd_read_rtt with the vCPU thread and the task on that CPU
 //   floor_c_posted_rate               C one-way 32-byte writes per second
+//   floor_c_posted_rate_polled        the same, the device end spinning before it blocks
 //   floor_node_posted_rate            Node one-way 32-byte writes per second
 //   ioregionfd_posted_write_rate      posted guest writel per second, device consuming
 //   ioeventfd_write_rate              doorbell writes per second through KVM_IOEVENTFD
@@ -28,7 +32,8 @@ import { ksft_finished, ksft_print_header, ksft_print_msg, ksft_set_plan } from 
 import { kvm_has_cap } from './lib/kvm_util';
 import { PerfCase, perf_options, perf_run_interleaved, perf_selected, perf_skip, PerfUnit } from './lib/perf';
 import { exit_path_read_case, FILLERS, ioeventfd_write_case, ioregionfd_read_case, ioregionfd_write_case, mmio_exit_case } from './lib/perf_cases';
-import { build_c_floor, c_floor_case, node_floor_case } from './lib/perf_floor';
+import { build_c_floor, c_floor_case, CFloorMode, node_floor_case } from './lib/perf_floor';
+import { DEFAULT_POLL_NS } from '../../proto/spin-poll';
 import { TEST_REQUIRE } from './lib/test_util';
 import { getAffinity } from '../../proto/os';
 
@@ -39,9 +44,9 @@ async function main(): Promise<void> {
 
   type Maker = () => PerfCase | string;
   let cFloor: ReturnType<typeof build_c_floor> | undefined;
-  const c = (name: string, posted: boolean, cpu?: number): Maker => () => {
+  const c = (name: string, posted: boolean, mode?: CFloorMode): Maker => () => {
     cFloor ??= build_c_floor();
-    return typeof cFloor === 'string' ? cFloor : c_floor_case(o, cFloor, name, posted, cpu);
+    return typeof cFloor === 'string' ? cFloor : c_floor_case(o, cFloor, name, posted, mode);
   };
   // Placement: a vCPU thread and its device task on one CPU, as vhost and SPDK deployments place
   // them; the last CPU this process may use, so CPU 0's interrupt work stays apart where it can.
@@ -49,14 +54,17 @@ async function main(): Promise<void> {
   const all: [string, PerfUnit, Maker][] = [
     ['floor_c_rtt', 'us', c('floor_c_rtt', false)],
     ['floor_node_rtt', 'us', () => node_floor_case(o, 'floor_node_rtt', false)],
-    ['ioregionfd_read_rtt', 'us', () => ioregionfd_read_case(o, 'ioregionfd_read_rtt', 0)],
-    ['ioregionfd_read_rtt_1000_regions', 'us', () => ioregionfd_read_case(o, 'ioregionfd_read_rtt_1000_regions', FILLERS)],
-    ['floor_c_rtt_placed', 'us', c('floor_c_rtt_placed', false, placed)],
-    ['ioregionfd_read_rtt_placed', 'us', () => ioregionfd_read_case(o, 'ioregionfd_read_rtt_placed', 0, placed)],
+    ['floor_c_rtt_polled', 'us', c('floor_c_rtt_polled', false, { pollNs: DEFAULT_POLL_NS })],
+    ['ioregionfd_read_rtt', 'us', () => ioregionfd_read_case(o, 'ioregionfd_read_rtt')],
+    ['ioregionfd_read_rtt_no_poll', 'us', () => ioregionfd_read_case(o, 'ioregionfd_read_rtt_no_poll', { noPoll: true })],
+    ['ioregionfd_read_rtt_1000_regions', 'us', () => ioregionfd_read_case(o, 'ioregionfd_read_rtt_1000_regions', { fillers: FILLERS })],
+    ['floor_c_rtt_placed', 'us', c('floor_c_rtt_placed', false, { cpu: placed })],
+    ['ioregionfd_read_rtt_placed', 'us', () => ioregionfd_read_case(o, 'ioregionfd_read_rtt_placed', { cpu: placed })],
     ['ioregionfd_write_rtt', 'us', () => ioregionfd_write_case(o, 'ioregionfd_write_rtt', false)],
     ['exit_path_read_rtt', 'us', () => exit_path_read_case(o, 'exit_path_read_rtt')],
     ['mmio_exit_rtt', 'us', () => mmio_exit_case(o, 'mmio_exit_rtt')],
     ['floor_c_posted_rate', 'ops/s', c('floor_c_posted_rate', true)],
+    ['floor_c_posted_rate_polled', 'ops/s', c('floor_c_posted_rate_polled', true, { pollNs: DEFAULT_POLL_NS })],
     ['floor_node_posted_rate', 'ops/s', () => node_floor_case(o, 'floor_node_posted_rate', true)],
     ['ioregionfd_posted_write_rate', 'ops/s', () => ioregionfd_write_case(o, 'ioregionfd_posted_write_rate', true)],
     ['ioeventfd_write_rate', 'ops/s', () => ioeventfd_write_case(o, 'ioeventfd_write_rate')],

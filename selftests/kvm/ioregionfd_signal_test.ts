@@ -1,6 +1,7 @@
 // ioregionfd_signal_test: a signal (kick) while a vCPU is blocked in an ioregionfd access returns
 // KVM_RUN with EINTR / KVM_EXIT_INTR, and the next KVM_RUN resumes the access where it stopped
-// (docs/ioregionfd.md §5.3, §5.5, §5.6; must-test items 38-42).
+// (docs/ioregionfd.md §5.3, §5.5, §5.6; must-test items 38-42). The same holds while the vCPU is
+// still spinning for the reply (--ioregionfd-poll-ns), and a memslot change does not wait for a spin.
 
 import { EINTR, errnoName } from '../../proto/errno';
 import { KVM_CAP_IOREGIONFD, KVM_EXIT_INTR, KVM_EXIT_MMIO, KVM_IOREGION_POSTED_WRITES } from '../../proto/kvm-uapi';
@@ -9,8 +10,8 @@ import { FIXTURE, TEST_STEPS, test_harness_run, TH_LOG } from '../kselftest_harn
 import { GUEST_DONE, GUEST_SYNC_ARGS, readq, vcpu_id, writeq } from './lib/guest';
 import { __vm_deassign_ioregion, vm_ioregion_stats, vm_set_ioregion } from './lib/ioregionfd';
 import {
-  __vcpu_run_start, __vcpu_run_wait, exit_reason, kvm_has_cap, kvm_vm_free, KvmVcpu, KvmVm, le_store, run_mmio, vcpu_kick, vcpu_run,
-  vm_create_with_vcpus,
+  __vcpu_run_start, __vcpu_run_wait, close_kvm_dev, exit_reason, kvm_has_cap, kvm_vm_free, KvmVcpu, KvmVm, le_store, open_kvm_dev_path,
+  run_mmio, vcpu_kick, vcpu_run, vm_create_with_vcpus, vm_userspace_mem_region_add,
 } from './lib/kvm_util';
 import { drainCommands, readCommand, runServing, writeAnswer } from './lib/raw_device';
 import { get_ucall, REPORT_GUEST_ASSERT, UCALL_ABORT, UCALL_DONE, UCALL_SYNC } from './lib/ucall_common';
@@ -70,22 +71,64 @@ interface Rig {
   vcpus: KvmVcpu[];
   kvmEnd: number;
   dev: number;
+  /** The rig's own kernel-model, if it has one. */
+  kvmFd?: number;
 }
 
-/** A rig whose vCPUs run `guest`, with regions (address, size, flags) all on the one socket. */
-function rig(name: string, guest: () => void, vcpus: number, regions: [bigint, bigint, number][], transport: 'seqpacket' | 'stream' = 'seqpacket') {
+/**
+ * A rig whose vCPUs run `guest`, with regions (address, size, flags) all on the one socket. With
+ * pollNs, on a kernel-model of its own started with that --ioregionfd-poll-ns.
+ */
+function rig(name: string, guest: () => void, vcpus: number, regions: [bigint, bigint, number][], transport: 'seqpacket' | 'stream' = 'seqpacket', pollNs?: number) {
   return FIXTURE(name, (): Rig => {
-    const [vm, all] = vm_create_with_vcpus(vcpus, guest);
+    const kvmFd = pollNs === undefined ? undefined : open_kvm_dev_path({ ioregionfdPollNs: pollNs });
+    const [vm, all] = vm_create_with_vcpus(vcpus, guest, kvmFd);
     const [kvmEnd, dev] = socketpair(transport);
     for (const [paddr, size, flags] of regions) vm_set_ioregion(vm, { guest_paddr: paddr, memory_size: size, read_fd: kvmEnd, write_fd: kvmEnd, flags });
-    return { vm, vcpus: all, kvmEnd, dev };
+    return { vm, vcpus: all, kvmEnd, dev, kvmFd };
   }, (s) => {
     // The device end first: a vCPU still waiting for an answer sees EOF, not a freed VM.
     closeQuietly(s.dev);
     kvm_vm_free(s.vm);
     closeQuietly(s.kvmEnd);
+    if (s.kvmFd !== undefined) close_kvm_dev(s.kvmFd);
   });
 }
+
+/** A spin window far longer than any step here: a spin that ends by itself would time the test out. */
+const ENDLESS_SPIN_NS = 60e9;
+
+// Spinning for a minute, or not at all (--ioregionfd-poll-ns 0): a kick and a memslot change get through alike.
+for (const [name, pollNs] of [['reply_spin', ENDLESS_SPIN_NS], ['reply_no_poll', 0]] as const) TEST_STEPS(rig(name, guest_read_twice, 1, [[R, 8n, 0]], 'seqpacket', pollNs), [
+  [`kick while ${pollNs ? 'spinning' : 'blocked'} waiting for the reply: KVM_RUN -1/EINTR with KVM_EXIT_INTR, at once`, ({ vcpus: [vcpu], dev }) => {
+    __vcpu_run_start(vcpu);
+    const cmd = readCommand(dev);
+    TEST_ASSERT(cmd !== undefined && cmd.cmd.cmd === 0, 'expected the READ command');
+    vcpu_kick(vcpu);
+    // Seconds, not the spin's minute: the kick must end the spin itself.
+    TEST_ASSERT(returned(vcpu, 5000), 'KVM_RUN did not return within 5 s of the kick');
+    const r = __vcpu_run_wait(vcpu);
+    TH_LOG(`ret ${r.ret}, ${errnoName(r.errno)}, exit ${exit_reason(vcpu)}`);
+    return r.ret === -1 && r.errno === EINTR && exit_reason(vcpu) === KVM_EXIT_INTR;
+  }],
+  ['the next KVM_RUN takes the reply without resending the command', ({ vcpus: [vcpu], dev }) => {
+    writeAnswer(dev, 0x5151n);
+    vcpu_run(vcpu);
+    return synced(vcpu, 0x5151n) && drainCommands(dev).length === 0;
+  }],
+  [`a memslot change completes while the vCPU ${pollNs ? 'spins' : 'blocks'} for a reply`, ({ vm, vcpus: [vcpu], dev }) => {
+    __vcpu_run_start(vcpu);
+    const cmd = readCommand(dev);
+    TEST_ASSERT(cmd !== undefined && cmd.cmd.cmd === 0, 'expected the second READ command');
+    const t0 = Date.now();
+    vm_userspace_mem_region_add(vm, 0x4000_0000n, 7, 1, 0);
+    const ms = Date.now() - t0;
+    TH_LOG(`KVM_SET_USER_MEMORY_REGION took ${ms} ms`);
+    writeAnswer(dev, 0x5252n);
+    TEST_ASSERT(__vcpu_run_wait(vcpu).ret === 0, 'KVM_RUN after the answer');
+    return ms < 5000 && synced(vcpu, 0x5252n);
+  }],
+]);
 
 TEST_STEPS(rig('reply_wait', guest_read, 1, [[R, 8n, 0]]), [
   ['kick while waiting for the reply: KVM_RUN -1/EINTR with KVM_EXIT_INTR', ({ vcpus: [vcpu], dev }) => {

@@ -275,6 +275,18 @@ TEST_F(renumbered, '--set-ioregion-ioctl 0x4040ae4a moves the ioctl', (other) =>
   EXPECT(gave(old, ENOTTY), 'the old number is ENOTTY');
 });
 
+TEST('--ioregionfd-poll-ns takes a whole number of ns: open_kvm_dev_path refuses -1 and 1.5, naming the value', () => {
+  for (const bad of [-1, 1.5]) {
+    let message = 'no error';
+    try {
+      close_kvm_dev(open_kvm_dev_path({ ioregionfdPollNs: bad }));
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    EXPECT(message.includes('ioregionfdPollNs') && message.includes(String(bad)), `ioregionfdPollNs ${bad}: ${message}`);
+  }
+});
+
 TEST_STEPS(registration('bus_limit'), [
   [`${NR_IOBUS_DEVS} regions fit on the MMIO bus`, ({ vm, sock }) => {
     for (let i = 0; i < NR_IOBUS_DEVS; i++) {

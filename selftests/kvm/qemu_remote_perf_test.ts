@@ -66,7 +66,7 @@ async function main(): Promise<void> {
   TEST_REQUIRE(kvm_has_cap(KVM_CAP_IOREGIONFD), 'kvm_has_cap(KVM_CAP_IOREGIONFD)');
   const all: [string, PerfUnit, () => PerfCase][] = [
     ['qemu_bar_read_rtt', 'us', () => qemu_bar_read_case(o, 'qemu_bar_read_rtt')],
-    ['ioregionfd_read_rtt_ref', 'us', () => ioregionfd_read_case(o, 'ioregionfd_read_rtt_ref', 0)],
+    ['ioregionfd_read_rtt_ref', 'us', () => ioregionfd_read_case(o, 'ioregionfd_read_rtt_ref')],
   ];
   const selected = all.filter(([name]) => perf_selected(o, name));
   ksft_set_plan(selected.length);

@@ -116,9 +116,9 @@ export function vm_create_barebones(kvmFd = kvm_fd()): KvmVm {
  * A VM with slot 0 (DEFAULT_GUEST_MEMORY plus extra bytes) at GPA 0 and the ucall pool set up, ready
  * for vCPUs. Like kvm_util, every VM requires KVM_CAP_IMMEDIATE_EXIT.
  */
-export function vm_create(extraBytes = 0): KvmVm {
+export function vm_create(extraBytes = 0, kvmFd = kvm_fd()): KvmVm {
   TEST_REQUIRE(kvm_has_cap(KVM_CAP_IMMEDIATE_EXIT), 'kvm_has_cap(KVM_CAP_IMMEDIATE_EXIT)');
-  const vm = vm_create_barebones();
+  const vm = vm_create_barebones(kvmFd);
   const size = DEFAULT_GUEST_MEMORY + Math.ceil(extraBytes / PAGE_SIZE) * PAGE_SIZE;
   vm_userspace_mem_region_add(vm, 0n, 0, size / PAGE_SIZE, 0);
   heaps.set(vm, { next: GUEST_HEAP_START, end: BigInt(size) });
@@ -131,9 +131,9 @@ export function vm_create_with_one_vcpu(guest_code: GuestCode): [KvmVm, KvmVcpu]
   return [vm, vm_vcpu_add(vm, 0, guest_code)];
 }
 
-/** vm_create() plus n vCPUs (ids 0..n-1) all running guest_code. */
-export function vm_create_with_vcpus(n: number, guest_code: GuestCode): [KvmVm, KvmVcpu[]] {
-  const vm = vm_create();
+/** vm_create() plus n vCPUs (ids 0..n-1) all running guest_code (on the system fd kvmFd). */
+export function vm_create_with_vcpus(n: number, guest_code: GuestCode, kvmFd = kvm_fd()): [KvmVm, KvmVcpu[]] {
+  const vm = vm_create(0, kvmFd);
   const vcpus = [];
   for (let i = 0; i < n; i++) vcpus.push(vm_vcpu_add(vm, i, guest_code));
   return [vm, vcpus];

@@ -1,7 +1,8 @@
 // The guest-driven perf cases: a VM per case whose guest code (lib/perf_guest.ts) times its own loop
 // of MMIO accesses, one round per KVM_RUN, so a program can interleave them with other cases.
 //
-//   ioregionfd_read_case     readl -> testdev task -> guest over a region (optionally 999 more on the bus)
+//   ioregionfd_read_case     readl -> testdev task -> guest over a region (optionally 999 more on the bus,
+//                            placed on one CPU, or with polling off at both ends)
 //   ioregionfd_write_case    writel, non-posted or posted (a fence read closes each round)
 //   exit_path_read_case      readl -> KVM_EXIT_MMIO -> this process -> testdev task -> KVM_RUN
 //   mmio_exit_case           readl -> KVM_EXIT_MMIO -> this process completes it -> KVM_RUN (no device)
@@ -16,8 +17,8 @@ import { closeQuietly, eventfd, readRaw, setAffinity, writeRaw } from '../../../
 import { DeviceChannel, DeviceTask, RegionSpec, spawn_device_task } from './device_task';
 import { vm_ioregion_stats } from './ioregionfd';
 import {
-  __vcpu_run_start, __vcpu_run_wait, exit_reason, GuestCode, kvm_check_cap, kvm_vm_free, KvmVcpu, KvmVm, le_store,
-  le_value, run_mmio, vcpu_args_set, vm_alloc, vm_create_with_one_vcpu, vm_create_with_vcpus, vm_ioctl,
+  __vcpu_run_start, __vcpu_run_wait, close_kvm_dev, exit_reason, GuestCode, kvm_check_cap, kvm_vm_free, KvmVcpu, KvmVm, le_store,
+  le_value, open_kvm_dev_path, run_mmio, vcpu_args_set, vm_alloc, vm_create_with_one_vcpu, vm_create_with_vcpus, vm_ioctl,
 } from './kvm_util';
 import { GuestRound, guest_round, perf_guest_next, PerfCase, PerfOptions, perf_ops } from './perf';
 import { guest_doorbell_loop, guest_read_loop, guest_write_loop } from './perf_guest';
@@ -46,10 +47,10 @@ function warmup_of(ops: number): number {
   return Math.max(1, Math.round(ops / 10));
 }
 
-/** A one-vCPU case: each round is one KVM_RUN up to the guest's GUEST_SYNC. */
+/** A one-vCPU case: each round is one KVM_RUN up to the guest's GUEST_SYNC. kvmFd: the case's own kernel-model. */
 function guest_case(
   c: { name: string; unit: PerfCase['unit']; timing: string; note?: string },
-  vm: KvmVm, vcpu: KvmVcpu, tasks: DeviceTask[], check: () => void, onExit?: (vcpu: KvmVcpu) => boolean,
+  vm: KvmVm, vcpu: KvmVcpu, tasks: DeviceTask[], check: () => void, onExit?: (vcpu: KvmVcpu) => boolean, kvmFd?: number,
 ): PerfCase {
   return {
     ...c,
@@ -62,15 +63,23 @@ function guest_case(
       TEST_ASSERT(perf_guest_next(vcpu, onExit) === undefined, `${c.name}: the guest did not finish`);
       check();
       kvm_vm_free(vm);
+      if (kvmFd !== undefined) close_kvm_dev(kvmFd);
       await Promise.all(tasks.map((t) => t.stop()));
     },
   };
 }
 
-/** One testdev region at gpa on a new one-vCPU VM, plus `fillers` more regions (served by a second task). */
-function one_region_vm(guest: GuestCode, gpa: bigint, flags: number, fillers: number): { vm: KvmVm; vcpu: KvmVcpu; tasks: DeviceTask[] } {
-  const [vm, vcpu] = vm_create_with_one_vcpu(guest);
-  const dev = spawn_device_task({ device: 'testdev', vm, regions: [{ guest_paddr: gpa, memory_size: REGION_SIZE, flags }] });
+/**
+ * One testdev region at gpa on a new one-vCPU VM, plus `fillers` more regions (served by a second
+ * task). With noPoll, on a kernel-model of its own (kvmFd) started with --ioregionfd-poll-ns 0, and a
+ * task with poll_ns 0: both ends block at once, as before polling existed.
+ */
+function one_region_vm(
+  guest: GuestCode, gpa: bigint, flags: number, fillers: number, noPoll = false,
+): { vm: KvmVm; vcpu: KvmVcpu; tasks: DeviceTask[]; kvmFd?: number } {
+  const kvmFd = noPoll ? open_kvm_dev_path({ ioregionfdPollNs: 0 }) : undefined;
+  const [vm, [vcpu]] = vm_create_with_vcpus(1, guest, kvmFd);
+  const dev = spawn_device_task({ device: 'testdev', vm, regions: [{ guest_paddr: gpa, memory_size: REGION_SIZE, flags }], pollNs: noPoll ? 0 : undefined });
   dev.closeChannelFds();
   const tasks = [dev];
   if (fillers > 0) {
@@ -86,17 +95,19 @@ function one_region_vm(guest: GuestCode, gpa: bigint, flags: number, fillers: nu
     const mmio = vm_ioregion_stats(vm).filter((r) => !r.pio).length;
     TEST_ASSERT(mmio === fillers + 1, `expected ${fillers + 1} MMIO regions, the VM has ${mmio}`);
   }
-  return { vm, vcpu, tasks };
+  return { vm, vcpu, tasks, kvmFd };
 }
 
 /**
- * ioregionfd_read_rtt (fillers 0), ioregionfd_read_rtt_1000_regions (fillers FILLERS), and with
- * `cpu` ioregionfd_read_rtt_placed: the vCPU thread and the device task both on that CPU.
+ * ioregionfd_read_rtt (no options), ioregionfd_read_rtt_1000_regions (fillers FILLERS), with `cpu`
+ * ioregionfd_read_rtt_placed (the vCPU thread and the device task both on that CPU), with noPoll
+ * ioregionfd_read_rtt_no_poll (neither end spins before it blocks).
  */
-export function ioregionfd_read_case(o: PerfOptions, name: string, fillers: number, cpu?: number): PerfCase {
+export function ioregionfd_read_case(o: PerfOptions, name: string, opts: { fillers?: number; cpu?: number; noPoll?: boolean } = {}): PerfCase {
+  const { fillers = 0, cpu, noPoll = false } = opts;
   const ops = perf_ops(o, RTT_OPS, 200);
   const gpa = MMIO_BASE + (fillers ? MEASURED_SLOT * STRIDE : 0n);
-  const { vm, vcpu, tasks } = one_region_vm(guest_read_loop, gpa, 0, fillers);
+  const { vm, vcpu, tasks, kvmFd } = one_region_vm(guest_read_loop, gpa, 0, fillers, noPoll);
   if (cpu !== undefined) {
     vcpu.setAffinity([cpu]);
     // The task's main thread (tid = pid) is the one that serves the region's fd.
@@ -110,8 +121,9 @@ export function ioregionfd_read_case(o: PerfOptions, name: string, fillers: numb
     TEST_ASSERT(reads === expected, `${name}: the region counted ${reads} reads, the guest did ${expected}`);
   };
   const note = fillers ? `${fillers + 1} regions on the MMIO bus (NR_IOBUS_DEVS), the measured one in the middle`
-    : `one region, SOCK_SEQPACKET, testdev task${cpu === undefined ? '' : `, vCPU thread and task both on CPU ${cpu}`}`;
-  return guest_case({ name, unit: 'us', timing: GUEST_TIMED, note }, vm, vcpu, tasks, check);
+    : `one region, SOCK_SEQPACKET, testdev task${cpu === undefined ? '' : `, vCPU thread and task both on CPU ${cpu}`}` +
+      `${noPoll ? ', polling off at both ends (--ioregionfd-poll-ns 0, poll_ns 0)' : ''}`;
+  return guest_case({ name, unit: 'us', timing: GUEST_TIMED, note }, vm, vcpu, tasks, check, undefined, kvmFd);
 }
 
 /** ioregionfd_write_rtt (non-posted) or ioregionfd_posted_write_rate. */

@@ -104,16 +104,25 @@ export function build_c_floor(): CFloorProgram | string {
   return { exe, dispose };
 }
 
+/** How a C floor runs: both ends on one CPU, and/or spinning before each blocking read. */
+export interface CFloorMode {
+  cpu?: number;
+  pollNs?: number;
+}
+
 /**
  * floor_c_rtt / floor_c_posted_rate: one transport_floor process pair; it times each round itself.
- * With `cpu`, both ends run on that CPU (floor_c_rtt_placed).
+ * With `cpu`, both ends run on that CPU (floor_c_rtt_placed); with `pollNs`, both spin that long for
+ * each message before blocking (floor_c_rtt_polled).
  */
-export function c_floor_case(o: PerfOptions, prog: CFloorProgram, name: string, posted: boolean, cpu?: number): PerfCase {
+export function c_floor_case(o: PerfOptions, prog: CFloorProgram, name: string, posted: boolean, mode: CFloorMode = {}): PerfCase {
+  const { cpu, pollNs } = mode;
   const ops = perf_ops(o, posted ? FLOOR_POSTED_OPS : FLOOR_RTT_OPS);
   // Plain pipes for its stdin/stdout, used synchronously: a round is a blocking request and answer.
   const [cmdRead, cmdWrite] = pipe();
   const [outRead, outWrite] = pipe();
-  const child = spawn(prog.exe, cpu === undefined ? [] : [`cpu=${cpu}`], { stdio: [cmdRead, outWrite, 'inherit'] });
+  const args = [...(cpu === undefined ? [] : [`cpu=${cpu}`]), ...(pollNs ? [`poll=${pollNs}`] : [])];
+  const child = spawn(prog.exe, args, { stdio: [cmdRead, outWrite, 'inherit'] });
   closeQuietly(cmdRead);
   closeQuietly(outWrite);
   const exited = exitOf(child);
@@ -135,7 +144,8 @@ export function c_floor_case(o: PerfOptions, prog: CFloorProgram, name: string, 
   };
   return {
     name, unit: posted ? 'ops/s' : 'us', timing: 'the C program (clock_gettime around each round)',
-    note: `C <-> C (fork), SOCK_SEQPACKET, blocking read/write${posted ? ', closed by a fence' : ''}${cpu === undefined ? '' : `, both on CPU ${cpu}`}`,
+    note: `C <-> C (fork), SOCK_SEQPACKET, ${pollNs ? `recv(MSG_DONTWAIT) spun up to ${pollNs / 1000} us, then ` : ''}blocking read/write` +
+      `${posted ? ', closed by a fence' : ''}${cpu === undefined ? '' : `, both on CPU ${cpu}`}`,
     round(r) {
       const n = r === 0 ? Math.max(1, Math.round(ops / 10)) : ops;
       const answer = request(`${posted ? 'posted' : 'rtt'} ${n}`);

@@ -13,7 +13,9 @@
  * Answer: "ok <N> <elapsed ns>", or "err <text>" (then exit 1), e.g. for a lost or reordered message.
  *
  * Arguments: "stream" for SOCK_STREAM; "cpu=N" runs both ends on CPU N (the placed floor that a
- * placed ioregionfd case is compared with).
+ * placed ioregionfd case is compared with); "poll=NS" makes both ends spin on recv(MSG_DONTWAIT) for
+ * up to NS nanoseconds before each blocking read (the polled floor that the model, which polls the
+ * same way by default, is compared with).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -40,6 +42,28 @@ struct msg {
 };
 
 static int is_stream;
+static uint64_t poll_ns;
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+
+/* Spin for the start of a message for up to poll_ns: 1 when it is there, 0 to block for it. */
+static int spin_for(int fd, void *buf, size_t len, ssize_t *n)
+{
+	if (!poll_ns)
+		return 0;
+	uint64_t end = now_ns() + poll_ns;
+	do {
+		*n = recv(fd, buf, len, MSG_DONTWAIT);
+		if (*n >= 0 || (errno != EAGAIN && errno != EINTR))
+			return 1;
+	} while (now_ns() < end);
+	return 0;
+}
 
 static void fail(const char *what)
 {
@@ -52,7 +76,9 @@ static int xread(int fd, void *buf)
 {
 	size_t got = 0;
 	while (got < MSG) {
-		ssize_t n = read(fd, (char *)buf + got, MSG - got);
+		ssize_t n;
+		if (!(got == 0 && spin_for(fd, buf, MSG, &n)))
+			n = read(fd, (char *)buf + got, MSG - got);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
@@ -76,13 +102,6 @@ static int xwrite(int fd, const void *buf)
 		done += n;
 	}
 	return 0;
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
 }
 
 /* The device: answer reads with seq + 1, count posted writes (in order), answer a fence with the count. */
@@ -158,8 +177,11 @@ int main(int argc, char **argv)
 {
 	for (int i = 1; i < argc; i++) {
 		int cpu;
+		unsigned long long ns;
 		if (strcmp(argv[i], "stream") == 0) {
 			is_stream = 1;
+		} else if (sscanf(argv[i], "poll=%llu", &ns) == 1) {
+			poll_ns = ns;
 		} else if (sscanf(argv[i], "cpu=%d", &cpu) == 1) {
 			cpu_set_t set;
 			CPU_ZERO(&set);
