@@ -61,6 +61,22 @@ test('after empty spins the next 1, 2, 4 ... waits block at once, and a catch re
   t.is(spinning(2), 1, 'one wait skipped after the first empty spin again, not 16');
 });
 
+test('a catch after the window (the spinner was descheduled meanwhile) backs off like an empty spin', (t) => {
+  const p = new SpinPolicy(1e6);
+  const late = () => {
+    const until = performance.now() + 3;
+    while (performance.now() < until) { /* the scheduler took the CPU for 3 ms inside the call */ }
+    return 32;
+  };
+  t.is(p.spin(late), 32, 'the message is still returned');
+  let spun = false;
+  t.is(p.spin(() => {
+    spun = true;
+    return 1;
+  }), -EAGAIN, 'the next wait blocks at once');
+  t.false(spun);
+});
+
 test('giving up (a kick) ends the spin without backing off', (t) => {
   const p = new SpinPolicy(1e9);
   let asked = 0;

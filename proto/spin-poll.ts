@@ -7,9 +7,10 @@
 // blocked. KVM's halt polling answers the same problem the same way.
 //
 // Spinning pays only while the peer has a CPU of its own. When busy threads outnumber CPUs, a spinner
-// keeps the peer off the CPU it needs and the message comes only after the spinner gives up. So a spin
-// that ends empty makes the next `skip` waits block at once, `skip` doubling with each empty spin (up
-// to MAX_SKIP) and falling back to none once a spin catches its message.
+// keeps the peer off the CPU it needs and the message comes only after the spinner gives up, or after
+// the scheduler took the CPU from the spinner for the peer (then the catch comes late, past the
+// window). So a spin that ends empty or catches late makes the next `skip` waits block at once, `skip`
+// doubling each time (up to MAX_SKIP) and falling back to none once a spin catches in time.
 
 import { EAGAIN } from './errno';
 
@@ -41,16 +42,21 @@ export class SpinPolicy {
     for (;;) {
       const r = attempt();
       if (r !== -EAGAIN) {
-        this.backoff = 1;
+        if (performance.now() > end) this.backOff();
+        else this.backoff = 1;
         return r;
       }
       // A kick or an update is not a sign of too few CPUs: no back-off for it.
       if (giveUp?.()) return -EAGAIN;
       if (performance.now() > end) {
-        this.skip = this.backoff;
-        this.backoff = Math.min(2 * this.backoff, MAX_SKIP);
+        this.backOff();
         return -EAGAIN;
       }
     }
+  }
+
+  private backOff(): void {
+    this.skip = this.backoff;
+    this.backoff = Math.min(2 * this.backoff, MAX_SKIP);
   }
 }
