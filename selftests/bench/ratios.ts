@@ -9,6 +9,7 @@ export const CASE_ORDER = [
   'ioregionfd_posted_write_rate', 'ioeventfd_write_rate',
   'ioregionfd_read_rate_vcpus_1', 'ioregionfd_read_rate_vcpus_2', 'ioregionfd_read_rate_vcpus_4',
   'ioregionfd_read_rate_vcpus_2_shared', 'ioregionfd_read_rate_vcpus_4_shared',
+  'ioregionfd_read_rate_vcpus_1_split', 'ioregionfd_read_rate_vcpus_2_shared_split', 'ioregionfd_read_rate_vcpus_4_shared_split',
 ];
 
 export interface RatioSpec {
@@ -49,6 +50,10 @@ export const RATIOS: RatioSpec[] = [
   // A read fd shared by 2 or 4 vCPUs against one vCPU alone on its own fd (issue 12).
   { num: 'ioregionfd_read_rate_vcpus_2_shared', den: 'ioregionfd_read_rate_vcpus_1', target: { op: '>=', value: 0.9 } },
   { num: 'ioregionfd_read_rate_vcpus_4_shared', den: 'ioregionfd_read_rate_vcpus_1', target: { op: '>=', value: 0.9 } },
+  // Split placement (vCPUs on one CPU, the task's poller on the other) against one vCPU placed alike.
+  { num: 'ioregionfd_read_rate_vcpus_2_shared_split', den: 'ioregionfd_read_rate_vcpus_1_split', target: { op: '>=', value: 0.9 } },
+  { num: 'ioregionfd_read_rate_vcpus_4_shared_split', den: 'ioregionfd_read_rate_vcpus_1_split', target: { op: '>=', value: 0.9 } },
+  { num: 'ioregionfd_read_rate_vcpus_1_split', den: 'ioregionfd_read_rate_vcpus_1' },
   { num: 'ioregionfd_read_rate_vcpus_2_shared', den: 'ioregionfd_read_rate_vcpus_2' },
   { num: 'ioregionfd_read_rate_vcpus_4_shared', den: 'ioregionfd_read_rate_vcpus_4' },
   { num: 'qemu_bar_read_rtt', den: 'ioregionfd_read_rtt_ref' },

@@ -235,7 +235,12 @@ export function ioeventfd_write_case(o: PerfOptions, name: string): PerfCase | s
  * ioregionfd_read_rate_vcpus_N[_shared]: N vCPUs started together each round (one VMM thread, KVM_RUN
  * sent to all, then awaited); a round spans the first vCPU's start to the last one's end.
  */
-export function ioregionfd_read_rate_case(o: PerfOptions, name: string, n: number, shared: boolean): PerfCase {
+/**
+ * ioregionfd_read_rate_vcpus_N[_shared]: N vCPUs reading at once. With `split` = [vcpuCpu, taskCpu],
+ * every vCPU thread runs on vcpuCpu and every task's serving thread on taskCpu (the *_split cases):
+ * the device poller gets a CPU of its own, as vhost and SPDK deployments give theirs.
+ */
+export function ioregionfd_read_rate_case(o: PerfOptions, name: string, n: number, shared: boolean, split?: [number, number]): PerfCase {
   // The same total work per round whatever N, so rounds take about as long.
   const perVcpu = Math.max(1, Math.round(perf_ops(o, RTT_OPS, 200) / n));
   const [vm, vcpus] = vm_create_with_vcpus(n, guest_read_loop);
@@ -251,9 +256,17 @@ export function ioregionfd_read_rate_case(o: PerfOptions, name: string, n: numbe
     gpas.push(gpa);
   }
   vcpus.forEach((v, i) => vcpu_args_set(v, gpas[i], perVcpu, o.reps, warmup_of(perVcpu), PATTERN));
+  if (split) {
+    vcpus.forEach((v) => v.setAffinity([split[0]]));
+    for (const t of tasks) {
+      const e = setAffinity(t.pid, [split[1]]);
+      TEST_ASSERT(e === 0, `${name}: sched_setaffinity(${t.pid}, CPU ${split[1]}) failed: errno ${-e}`);
+    }
+  }
+  const placement = split ? `; vCPU threads on CPU ${split[0]}, task on CPU ${split[1]}` : '';
   return {
     name, unit: 'ops/s', timing: 'the guests (first vCPU start to last vCPU end of each round)',
-    note: shared ? `${n} vCPUs on one region and one fd (serialized by its read fd)` : `${n} vCPUs, each on its own region, fd and testdev task`,
+    note: (shared ? `${n} vCPUs on one region and one fd (serialized by its read fd)` : `${n} vCPUs, each on its own region, fd and testdev task`) + placement,
     round(r) {
       vcpus.forEach(__vcpu_run_start);
       const got: GuestRound[] = [];
