@@ -46,6 +46,8 @@ class IoregionDevice implements IoDevice, DeferredWrites {
   private readonly replyView = new DataView(this.reply.buffer);
   private readonly pipeCheck = new PollSet(1);
   private busy = false;
+  /** Whether vCPUs wait behind us for the context's lock (then we do not spin for the reply, see receive()). */
+  private readonly queued = () => this.lock?.queued() ?? false;
   private removed = false;
   /** Posted writes held back (see DeferredWrites): their commands, and what each access was. */
   private batch: MessageBatch | undefined;
@@ -267,7 +269,7 @@ class IoregionDevice implements IoDevice, DeferredWrites {
       const buf = got ? this.reply.subarray(got) : this.reply;
       const len = seqpacket ? this.reply.length : IOREGIONFD_MSG_SIZE - got;
       // Spin first (the reply often comes within microseconds, and a blocked thread costs a wake-up).
-      let n: number | 'kicked' = socket ? this.vcpu.recvPolled(fd, buf, len) : -EAGAIN;
+      let n: number | 'kicked' = socket ? this.vcpu.recvPolled(fd, buf, len, this.queued) : -EAGAIN;
       if (n === -EAGAIN) n = this.vcpu.readWakeable(fd, buf, len);
       if (n === 'kicked') {
         this.interrupted();

@@ -127,6 +127,11 @@ export class ContextLock {
     Atomics.store(h, slot + HANDOFF.state, n === IOREGIONFD_MSG_SIZE ? HANDOFF_SENT : HANDOFF_EMPTY);
   }
 
+  /** Whether other vCPUs wait for the lock behind ours. Call with the lock held. */
+  queued(): boolean {
+    return ((Atomics.load(this.words, this.nextTicket) - this.ticket) | 0) > 1;
+  }
+
   /** A reply will come that nobody reads: the next reader on this context drops it. */
   countOrphan(): void {
     Atomics.add(this.words, this.orphans, 1);

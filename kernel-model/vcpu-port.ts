@@ -29,7 +29,7 @@ export interface VcpuPort {
    * n >= 0, -errno, or -EAGAIN when the caller should block instead (nothing came, polling is off,
    * or a kick or update wants this thread).
    */
-  recvPolled(fd: number, buf: Uint8Array, len: number): number;
+  recvPolled(fd: number, buf: Uint8Array, len: number, stop: () => boolean): number;
   /** read(2) blocked in the kernel yet wakeable: n >= 0, -errno (-EINTR: look again), or 'kicked'. */
   readWakeable(fd: number, buf: Uint8Array, len: number): number | 'kicked';
   /**

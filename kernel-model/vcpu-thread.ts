@@ -346,8 +346,8 @@ export class VcpuThread implements CpuHost, VcpuPort {
     return this.waits.waitFd(fd, events);
   }
 
-  recvPolled(fd: number, buf: Uint8Array, len: number): number {
-    return this.waits.recvPolled(fd, buf, len, this.config.pollNs);
+  recvPolled(fd: number, buf: Uint8Array, len: number, stop: () => boolean): number {
+    return this.waits.recvPolled(fd, buf, len, this.config.pollNs, stop);
   }
 
   readWakeable(fd: number, buf: Uint8Array, len: number): number | 'kicked' {

@@ -84,9 +84,9 @@ export class VcpuWaits {
   }
 
   /** See VcpuPort.recvPolled. Spins outside any blocking section: it leaves as soon as attention is pending. */
-  recvPolled(fd: number, buf: Uint8Array, len: number, windowNs: number): number {
+  recvPolled(fd: number, buf: Uint8Array, len: number, windowNs: number, stop: () => boolean): number {
     if (this.spinner.windowNs !== windowNs) this.spinner = new SpinPolicy(windowNs);
-    return this.spinner.spin(() => recvRaw(fd, buf, len, MSG_DONTWAIT), () => this.attentionPending());
+    return this.spinner.spin(() => recvRaw(fd, buf, len, MSG_DONTWAIT), () => this.attentionPending() || stop());
   }
 
   /**
