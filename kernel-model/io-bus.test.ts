@@ -79,6 +79,23 @@ test('firstIndex finds the first of several matching ranges, or -1', (t) => {
   t.is(bus.ranges[bus.firstIndex(0x13000n, 1)].dev.name, 'd19', 'the last range');
 });
 
+test('a repeated lookup answers as a fresh search would, also after the bus changed between the two', (t) => {
+  const bus = new IoBus<Dev>();
+  for (let i = 0; i < 1000; i++) bus.register(BigInt(0x1000 * i), 8, new Dev(`d${i}`));
+  const at = (addr: bigint, len: number) => bus.ranges[bus.firstIndex(addr, len)]?.dev.name;
+  t.is(at(0x1f4000n, 4), 'd500');
+  t.is(at(0x1f4000n, 4), 'd500', 'the same access again');
+  t.is(bus.firstIndex(0x1f4000n, 16), -1, 'the same address, a length that crosses the end');
+  const before = new Dev('before');
+  bus.register(0x1000n, 8, before);
+  t.is(bus.firstIndex(0x1000n, 4), 1, 'a new range sorts after the equal one registered earlier');
+  t.is(at(0x1f4000n, 4), 'd500', 'found at its new index after a register');
+  bus.unregister(bus.ranges[bus.firstIndex(0x1f4000n, 4)].dev);
+  t.is(bus.firstIndex(0x1f4000n, 4), -1, 'gone after its unregister');
+  bus.register(0x1f4000n, 8, new Dev('again'));
+  t.is(at(0x1f4000n, 4), 'again');
+});
+
 test('a len-0 device takes accesses of any length at its address only', (t) => {
   const bus = new IoBus<IoDevice>();
   const d = new Dev('exact');

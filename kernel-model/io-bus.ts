@@ -66,6 +66,14 @@ export function ioBusCmp(addr1: bigint, len1: number | bigint, addr2: bigint, le
 export class IoBus<D> {
   ranges: IoRange<D>[] = [];
   private ioeventfdCount = 0;
+  /**
+   * The last lookup and its answer, until the bus changes: a guest hits the same register again and
+   * again, and the search costs about 1 µs on a full bus (BigInt compares) against a polled round
+   * trip of about 15. Same access, same ranges: same answer, so nothing the kernel does changes.
+   */
+  private lastAddr = 0n;
+  private lastLen = -1;
+  private lastIndex = -1;
 
   get devCount(): number {
     return this.ranges.length;
@@ -85,6 +93,7 @@ export class IoBus<D> {
     while (i < this.ranges.length && ioBusCmp(this.ranges[i].addr, this.ranges[i].len, addr, size) <= 0) i++;
     this.ranges.splice(i, 0, { addr, len: size, dev, ioeventfd });
     if (ioeventfd) this.ioeventfdCount++;
+    this.lastLen = -1;
     return 0;
   }
 
@@ -93,11 +102,21 @@ export class IoBus<D> {
     if (i < 0) return false;
     if (this.ranges[i].ioeventfd) this.ioeventfdCount--;
     this.ranges.splice(i, 1);
+    this.lastLen = -1;
     return true;
   }
 
   /** kvm_io_bus_get_first_dev: the kernel's bsearch, then back to the first matching range; -1 if none. */
   firstIndex(addr: bigint, len: number): number {
+    if (len === this.lastLen && addr === this.lastAddr) return this.lastIndex;
+    const found = this.search(addr, len);
+    this.lastAddr = addr;
+    this.lastLen = len;
+    this.lastIndex = found;
+    return found;
+  }
+
+  private search(addr: bigint, len: number): number {
     const r = this.ranges;
     let base = 0;
     let num = r.length;
