@@ -5,7 +5,9 @@
 // - Regions sharing a read fd form one serialization context (ioregion-lock.ts), held per <= 8-byte
 //   access, so one command is in flight per context and each response reaches the vCPU that sent
 //   the command. Size-0 regions are never serialized.
-// - A kick while blocked (waiting for the lock, for room to send, or for the reply) returns KVM_RUN
+// - The reply is first spun for (recv MSG_DONTWAIT, up to the VM's poll window, docs §5.9), unless
+//   other vCPUs queue for the lock behind this one; then the thread blocks in read(2).
+// - A kick while blocked or spinning (waiting for the lock, for room to send, or for the reply) returns KVM_RUN
 //   with EINTR / KVM_EXIT_INTR; the access stays on this thread's stack, so the next KVM_RUN resumes
 //   it exactly where it was: the rest of a partly sent command is sent, a delivered one is not resent,
 //   a waiter keeps its place in the queue (and a holder keeps the lock).
@@ -46,8 +48,8 @@ class IoregionDevice implements IoDevice, DeferredWrites {
   private readonly replyView = new DataView(this.reply.buffer);
   private readonly pipeCheck = new PollSet(1);
   private busy = false;
-  /** Whether vCPUs wait behind us for the context's lock (then we do not spin for the reply, see receive()). */
-  private readonly queued = () => this.lock?.queued() ?? false;
+  /** Whether vCPUs wait behind us for the context's lock: then we do not spin for the reply (docs §5.9). */
+  private readonly othersQueued = () => this.lock?.queued() ?? false;
   private removed = false;
   /** Posted writes held back (see DeferredWrites): their commands, and what each access was. */
   private batch: MessageBatch | undefined;
@@ -256,9 +258,9 @@ class IoregionDevice implements IoDevice, DeferredWrites {
   }
 
   /**
-   * Read one whole response, blocked in read(2) itself; after a kick, only the reply is awaited (the
-   * command is not resent). On an fd someone made O_NONBLOCK an idle device gives EAGAIN at once,
-   * which the RFC reports as EINVAL.
+   * Read one whole response: spun for first on a socket, then blocked in read(2) itself; after a
+   * kick, only the reply is awaited (the command is not resent). On an fd someone made O_NONBLOCK an
+   * idle device gives EAGAIN once the spin is over, which the RFC reports as EINVAL.
    */
   private receive(): number {
     const fd = this.readFd;
@@ -269,7 +271,7 @@ class IoregionDevice implements IoDevice, DeferredWrites {
       const buf = got ? this.reply.subarray(got) : this.reply;
       const len = seqpacket ? this.reply.length : IOREGIONFD_MSG_SIZE - got;
       // Spin first (the reply often comes within microseconds, and a blocked thread costs a wake-up).
-      let n: number | 'kicked' = socket ? this.vcpu.recvPolled(fd, buf, len, this.queued) : -EAGAIN;
+      let n: number | 'kicked' = socket ? this.vcpu.recvPolled(fd, buf, len, this.othersQueued) : -EAGAIN;
       if (n === -EAGAIN) n = this.vcpu.readWakeable(fd, buf, len);
       if (n === 'kicked') {
         this.interrupted();

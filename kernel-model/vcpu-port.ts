@@ -27,9 +27,9 @@ export interface VcpuPort {
   /**
    * recv(MSG_DONTWAIT) on a socket, spun for the VM's ioregionfd poll window (proto/spin-poll.ts):
    * n >= 0, -errno, or -EAGAIN when the caller should block instead (nothing came, polling is off,
-   * or a kick or update wants this thread).
+   * a kick, stop or update wants this thread, or `giveUp` said so).
    */
-  recvPolled(fd: number, buf: Uint8Array, len: number, stop: () => boolean): number;
+  recvPolled(fd: number, buf: Uint8Array, len: number, giveUp: () => boolean): number;
   /** read(2) blocked in the kernel yet wakeable: n >= 0, -errno (-EINTR: look again), or 'kicked'. */
   readWakeable(fd: number, buf: Uint8Array, len: number): number | 'kicked';
   /**

@@ -18,7 +18,6 @@ import {
   KVM_EMU_SET_GUEST_ENTRY, KVM_EMU_SET_VCPU_AFFINITY, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR, KVM_EXIT_SHUTDOWN, KVM_GET_REGS,
   KVM_INTERNAL_ERROR_EMULATION, KVM_RUN, KVM_SET_REGS, KVM_VCPU_MMAP_SIZE, REGS, REGS_SIZE, RUN,
 } from '../proto/kvm-uapi';
-import { DEFAULT_POLL_NS } from '../proto/spin-poll';
 import { closeQuietly, CPU_SETSIZE, cpusOfMask, getAffinity, gettid, mapShared, Mapping, sendMessage, setAffinity, setNonBlocking, unmap } from '../proto/os';
 import { Cpu, CpuHost } from './cpu';
 import { GuestMemory } from './guest-memory';
@@ -37,7 +36,7 @@ type GuestFn = (...args: bigint[]) => unknown;
 
 export class VcpuThread implements CpuHost, VcpuPort {
   readonly vcpuId: number;
-  readonly config: VcpuConfig = { wire: 'v3', failureExit: false, irqchip: false, pollNs: DEFAULT_POLL_NS };
+  readonly config: VcpuConfig = { wire: 'v3', failureExit: false, irqchip: false, pollNs: 0 };
   readonly mem = new GuestMemory();
   readonly mmioBus = new IoBus<IoDevice>();
   readonly pioBus = new IoBus<IoDevice>();
@@ -346,8 +345,8 @@ export class VcpuThread implements CpuHost, VcpuPort {
     return this.waits.waitFd(fd, events);
   }
 
-  recvPolled(fd: number, buf: Uint8Array, len: number, stop: () => boolean): number {
-    return this.waits.recvPolled(fd, buf, len, this.config.pollNs, stop);
+  recvPolled(fd: number, buf: Uint8Array, len: number, giveUp: () => boolean): number {
+    return this.waits.recvPolled(fd, buf, len, this.config.pollNs, giveUp);
   }
 
   readWakeable(fd: number, buf: Uint8Array, len: number): number | 'kicked' {

@@ -83,15 +83,19 @@ export class VcpuWaits {
     }
   }
 
-  /** See VcpuPort.recvPolled. Spins outside any blocking section: it leaves as soon as attention is pending. */
-  recvPolled(fd: number, buf: Uint8Array, len: number, windowNs: number, stop: () => boolean): number {
+  /**
+   * See VcpuPort.recvPolled. Spins outside any blocking section, so it looks for what would end a
+   * blocked read itself: a kick, a stop or an update (an interrupt waits for the access, as there).
+   */
+  recvPolled(fd: number, buf: Uint8Array, len: number, windowNs: number, giveUp: () => boolean): number {
     if (this.spinner.windowNs !== windowNs) this.spinner = new SpinPolicy(windowNs);
-    return this.spinner.spin(() => recvRaw(fd, buf, len, MSG_DONTWAIT), () => this.attentionPending() || stop());
+    const wanted = () => (Atomics.load(this.sync, SYNC.attn) & (ATTN_STOP | ATTN_UPDATE)) !== 0 || (Atomics.load(this.kickRequest, 0) & EMU_ATTN_KICK) !== 0;
+    return this.spinner.spin(() => recvRaw(fd, buf, len, MSG_DONTWAIT), () => wanted() || giveUp());
   }
 
   /**
-   * A read(2) that blocks in the kernel (no poll first: the cheapest wait for a device's reply) and
-   * that a kick still ends: n >= 0, -errno (-EINTR for any wake, so re-check), or 'kicked'.
+   * A read(2) that blocks in the kernel (no poll(2) first: the cheapest blocking wait for a device's
+   * reply, after recvPolled's spin) and that a kick still ends: n >= 0, -errno (-EINTR for any wake, so re-check), or 'kicked'.
    */
   readWakeable(fd: number, buf: Uint8Array, len: number): number | 'kicked' {
     if (!this.block(BLOCKED_IO)) return 'kicked';

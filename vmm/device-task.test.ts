@@ -19,6 +19,10 @@ test('argv placeholders become the fd numbers of the manifest; output "capture" 
   t.is(task.output().stderr, 'log line\n');
 });
 
+test('a pollNs that is not a whole number of ns is a RangeError naming it, before anything runs', (t) => {
+  for (const bad of [-1, 2.5]) t.throws(() => spawnDeviceTask({ command: ['/bin/true'], pollNs: bad }), { instanceOf: RangeError, message: new RegExp(`pollNs.*${bad}`) });
+});
+
 test('an unknown placeholder is an error before anything runs', (t) => {
   t.throws(() => spawnDeviceTask({ command: ['/bin/true', '{cmd_fd:7}'] }), { message: /cmd_fd:7/ });
 });

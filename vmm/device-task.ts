@@ -138,6 +138,9 @@ function substitute(arg: string, m: DeviceTaskManifest): string {
 /** Spawn a device task with its transports; register `regions` if a VM is given. */
 export function spawnDeviceTask(spec: DeviceTaskSpec): DeviceTask {
   refuseInGuestContext('spawnDeviceTask()');
+  if (spec.pollNs !== undefined && !(Number.isSafeInteger(spec.pollNs) && spec.pollNs >= 0)) {
+    throw new RangeError(`spawnDeviceTask: pollNs must be a whole number of ns >= 0, got ${spec.pollNs}`);
+  }
   installKillOnExit();
   const argv = spec.command ?? (spec.device ? [process.execPath, '--enable-source-maps', DEVICE_TASK_MAIN] : undefined);
   if (!argv || argv.length === 0) throw new Error('spawnDeviceTask: give a built-in device name or a command');

@@ -1,9 +1,10 @@
 // The device task's main loop: read ioregionfd commands from each channel, call the model, answer
 // when KVM waits for an answer; wake the model on its doorbell eventfds; stop cleanly at EOF.
 //
-// One channel and nothing else to watch: a blocking read per command (one syscall, the fastest
-// path). Otherwise poll(2) over channels, doorbells and the lifeline. Either way the task first
-// spins for up to `pollNs` (proto/spin-poll.ts): a command that lands while it spins costs no wake-up. A peer that breaks the protocol
+// One channel and nothing else to watch: a read per command, spun non-blocking for up to `pollNs`
+// (proto/spin-poll.ts), then blocking. Otherwise poll(2) over channels, doorbells and the lifeline,
+// spun the same way with a zero timeout first. A command that lands while the task spins costs no
+// wake-up. A peer that breaks the protocol
 // (a frame that is not 32 bytes, an unknown command, a torn frame at EOF) gets a log line, and the
 // task exits with EXIT_PROTOCOL: a device that cannot trust its command stream must not guess.
 
@@ -117,12 +118,15 @@ export function serveDevice(model: DeviceModel, opts: ServeOptions): number {
     if (ch.spec.resp_fd !== ch.spec.cmd_fd) closeQuietly(ch.spec.resp_fd);
   }
 
-  /** One read from a channel (several commands at once when they are queued); false at EOF. */
-  function pump(ch: Channel): boolean {
+  /**
+   * One read from a channel (several commands at once when they are queued); false at EOF. `spin`:
+   * this read is the task's wait (one channel), so spin first; after poll(2) said ready, do not.
+   */
+  function pump(ch: Channel, spin: boolean): boolean {
     current = ch;
-    if (ch.spec.transport === 'seqpacket') return pumpRecords(ch);
+    if (ch.spec.transport === 'seqpacket') return pumpRecords(ch, spin);
     const fd = ch.spec.cmd_fd;
-    let n = ch.isSocket ? spinner.spin(() => recvRaw(fd, readBuf, readBuf.length, MSG_DONTWAIT)) : -EAGAIN;
+    let n = spin && ch.isSocket ? spinner.spin(() => recvRaw(fd, readBuf, readBuf.length, MSG_DONTWAIT)) : -EAGAIN;
     if (n === -EAGAIN) n = readRaw(fd, readBuf, readBuf.length);
     if (n < 0) {
       if (-n === EAGAIN) return true;
@@ -142,9 +146,9 @@ export function serveDevice(model: DeviceModel, opts: ServeOptions): number {
    * SEQPACKET: recvmmsg takes every record already queued (up to RECORD_BATCH) in one system call, so
    * a run of posted writes costs one call, not one each. Each record must be exactly one command.
    */
-  function pumpRecords(ch: Channel): boolean {
+  function pumpRecords(ch: Channel, spin: boolean): boolean {
     const fd = ch.spec.cmd_fd;
-    let n = spinner.spin(() => records.receive(fd, RECORD_BATCH, MSG_DONTWAIT));
+    let n = spin ? spinner.spin(() => records.receive(fd, RECORD_BATCH, MSG_DONTWAIT)) : -EAGAIN;
     if (n === -EAGAIN) n = records.receive(fd);
     if (n < 0) {
       if (-n === EAGAIN) return true;
@@ -170,7 +174,7 @@ export function serveDevice(model: DeviceModel, opts: ServeOptions): number {
   try {
     if (channels.length === 1 && doorbells.length === 0) {
       const ch = channels[0];
-      while (ch.open && pump(ch)) { /* serve */ }
+      while (ch.open && pump(ch, true)) { /* serve */ }
       closeChannel(ch);
       return EXIT_OK;
     }
@@ -188,7 +192,7 @@ export function serveDevice(model: DeviceModel, opts: ServeOptions): number {
       for (const c of live) {
         const ev = poll.revents(i++);
         if (ev & POLLNVAL) closeChannel(c);
-        else if (ev & (POLLIN | POLLHUP | POLLERR) && !pump(c)) closeChannel(c);
+        else if (ev & (POLLIN | POLLHUP | POLLERR) && !pump(c, false)) closeChannel(c);
       }
       for (const [name, fd] of doorbells) {
         if (poll.revents(i++) & POLLIN) {

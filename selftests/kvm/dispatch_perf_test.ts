@@ -19,7 +19,7 @@
 //   floor_c_rtt_placed                floor_c_rtt with both processes on one CPU
 //   ioregionfd_read_rtt_placed        ioregionfd_read_rtt with the vCPU thread and the task on that CPU
 //   floor_c_posted_rate               C one-way 32-byte writes per second
-//   floor_c_posted_rate_polled        the same, the device end spinning before it blocks
+//   floor_c_posted_rate_polled        the same, both ends spinning before they block
 //   floor_node_posted_rate            Node one-way 32-byte writes per second
 //   ioregionfd_posted_write_rate      posted guest writel per second, device consuming
 //   ioeventfd_write_rate              doorbell writes per second through KVM_IOEVENTFD

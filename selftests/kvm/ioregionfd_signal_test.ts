@@ -11,7 +11,7 @@ import { GUEST_DONE, GUEST_SYNC_ARGS, readq, vcpu_id, writeq } from './lib/guest
 import { __vm_deassign_ioregion, vm_ioregion_stats, vm_set_ioregion } from './lib/ioregionfd';
 import {
   __vcpu_run_start, __vcpu_run_wait, close_kvm_dev, exit_reason, kvm_has_cap, kvm_vm_free, KvmVcpu, KvmVm, le_store, open_kvm_dev_path,
-  run_mmio, vcpu_kick, vcpu_run, vm_create_with_vcpus, vm_userspace_mem_region_add,
+  kvm_of, run_mmio, vcpu_kick, vcpu_run, vm_create_with_vcpus, vm_userspace_mem_region_add,
 } from './lib/kvm_util';
 import { drainCommands, readCommand, runServing, writeAnswer } from './lib/raw_device';
 import { get_ucall, REPORT_GUEST_ASSERT, UCALL_ABORT, UCALL_DONE, UCALL_SYNC } from './lib/ucall_common';
@@ -127,6 +127,23 @@ for (const [name, pollNs] of [['reply_spin', ENDLESS_SPIN_NS], ['reply_no_poll',
     writeAnswer(dev, 0x5252n);
     TEST_ASSERT(__vcpu_run_wait(vcpu).ret === 0, 'KVM_RUN after the answer');
     return ms < 5000 && synced(vcpu, 0x5252n);
+  }],
+]);
+
+TEST_STEPS(rig('destroy_spin', guest_read, 1, [[R, 8n, 0]], 'seqpacket', ENDLESS_SPIN_NS), [
+  ['destroying the VM while its vCPU spins for a reply ends the spin: no vCPU or busy thread is left', ({ vm, vcpus: [vcpu], dev, kvmFd }) => {
+    __vcpu_run_start(vcpu);
+    const cmd = readCommand(dev);
+    TEST_ASSERT(cmd !== undefined && cmd.cmd.cmd === 0, 'expected the READ command');
+    kvm_vm_free(vm);
+    const kvm = kvm_of(kvmFd!);
+    let counts = kvm.objectCounts();
+    for (let i = 0; i < 100 && (counts.vcpus > 0 || counts.vcpuThreads > counts.idleVcpuThreads); i++) {
+      sleep(50);
+      counts = kvm.objectCounts();
+    }
+    TH_LOG(`${counts.vms} VMs, ${counts.vcpus} vCPUs, ${counts.vcpuThreads - counts.idleVcpuThreads} busy threads`);
+    return counts.vms === 0 && counts.vcpus === 0 && counts.vcpuThreads === counts.idleVcpuThreads;
   }],
 ]);
 

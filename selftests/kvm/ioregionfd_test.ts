@@ -275,7 +275,7 @@ TEST_F(renumbered, '--set-ioregion-ioctl 0x4040ae4a moves the ioctl', (other) =>
   EXPECT(gave(old, ENOTTY), 'the old number is ENOTTY');
 });
 
-TEST('--ioregionfd-poll-ns takes a whole number of ns: open_kvm_dev_path refuses -1 and 1.5, naming the value', () => {
+TEST('ioregionfdPollNs takes a whole number of ns: open_kvm_dev_path refuses -1 and 1.5, naming the value', () => {
   for (const bad of [-1, 1.5]) {
     let message = 'no error';
     try {

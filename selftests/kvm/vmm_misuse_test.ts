@@ -13,6 +13,7 @@ import * as path from 'path';
 import { GuestEntryType } from '../../proto/control';
 import { EINVAL, errnoName } from '../../proto/errno';
 import { KVM_EMU_SET_GUEST_ENTRY } from '../../proto/kvm-uapi';
+import { closeQuietly, socketpair } from '../../proto/os';
 import { EXPECT, EXPECT_EQ, TEST, test_harness_run, TH_LOG } from '../kselftest_harness';
 import { spawn_device_task } from './lib/device_task';
 import { vm_ioregion_stats } from './lib/ioregionfd';
@@ -93,6 +94,17 @@ TEST('the kernel-model started with fd 3 closed (Node then opens its own there) 
   const closed = spawnSync(process.execPath, [KERNEL_MODEL], { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8', timeout: 10000 });
   TH_LOG(`exit ${closed.status ?? closed.signal}`);
   EXPECT(closed.status === 2 && /fd 3 must be the system socket .*found/.test(closed.stderr), 'exit 2 naming what was found on fd 3');
+});
+
+TEST('the kernel-model refuses an --ioregionfd-poll-ns that is not a whole number of ns: exit 2 naming it', () => {
+  for (const bad of ['-1', '1.5', 'soon']) {
+    const [ours, theirs] = socketpair('seqpacket');
+    const r = spawnSync(process.execPath, [KERNEL_MODEL, '--ioregionfd-poll-ns', bad], { stdio: ['ignore', 'pipe', 'pipe', theirs], encoding: 'utf8', timeout: 10000 });
+    closeQuietly(ours);
+    closeQuietly(theirs);
+    TH_LOG(`${bad}: exit ${r.status ?? r.signal}`);
+    EXPECT(r.status === 2 && /bad argument '--ioregionfd-poll-ns'/.test(r.stderr), `--ioregionfd-poll-ns ${bad}: exit 2 naming the option`);
+  }
 });
 
 if (require.main === module) void test_harness_run();

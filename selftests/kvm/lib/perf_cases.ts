@@ -233,12 +233,9 @@ export function ioeventfd_write_case(o: PerfOptions, name: string): PerfCase | s
 
 /**
  * ioregionfd_read_rate_vcpus_N[_shared]: N vCPUs started together each round (one VMM thread, KVM_RUN
- * sent to all, then awaited); a round spans the first vCPU's start to the last one's end.
- */
-/**
- * ioregionfd_read_rate_vcpus_N[_shared]: N vCPUs reading at once. With `split` = [vcpuCpu, taskCpu],
- * every vCPU thread runs on vcpuCpu and every task's serving thread on taskCpu (the *_split cases):
- * the device poller gets a CPU of its own, as vhost and SPDK deployments give theirs.
+ * sent to all, then awaited); a round spans the first vCPU's start to the last one's end. With `split`
+ * = [vcpuCpu, taskCpu], every vCPU thread runs on vcpuCpu and every task's serving thread on taskCpu
+ * (the *_split cases): the device poller gets a CPU of its own, as vhost and SPDK deployments give theirs.
  */
 export function ioregionfd_read_rate_case(o: PerfOptions, name: string, n: number, shared: boolean, split?: [number, number]): PerfCase {
   // The same total work per round whatever N, so rounds take about as long.
