@@ -12,6 +12,7 @@
 // window). So a spin that ends empty or catches late makes the next `skip` waits block at once, `skip`
 // doubling each time (up to MAX_SKIP) and falling back to none once a spin catches in time.
 
+import { performance } from 'perf_hooks';
 import { EAGAIN } from './errno';
 
 /** The default spin window: a little over a polled round trip on this kind of machine, twice. */
